@@ -1,0 +1,79 @@
+"""Plain data shared by the pure steps (clean, summarize, rank, render)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One item of a feed as the parser saw it; `key` is its identity within the feed."""
+
+    key: str
+    url: str
+    title: str
+    author: str
+    published: datetime | None
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    title: str
+    entries: list[ParsedEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An entry that may go into one subscriber's digest."""
+
+    entry_id: int
+    feed: str
+    feed_title: str
+    url: str
+    title: str
+    author: str
+    published: datetime | None
+    first_seen: datetime
+    content: str
+    summary: str
+    feed_weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What ranking needs to know about one subscriber."""
+
+    interests: tuple[str, ...] = ()
+    mute: tuple[str, ...] = ()
+    feed_weights: Mapping[str, float] = field(default_factory=dict)
+    max_items: int = 20
+    per_feed_cap: int = 10
+    explain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RankedItem:
+    candidate: Candidate
+    score: float
+    reasons: tuple[str, ...] = ()
+    also_in: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A subscriber's digest content, best first.
+
+    `featured` are shown in full, `more` by title only; `merged` are entry ids folded into
+    another item as duplicates (they count as delivered with it).
+    """
+
+    featured: list[RankedItem]
+    more: list[RankedItem]
+    merged: list[int] = field(default_factory=list)
+
+    @property
+    def entry_ids(self) -> list[int]:
+        return [i.candidate.entry_id for i in (*self.featured, *self.more)] + list(self.merged)
