@@ -36,6 +36,13 @@ class DeliveryError(DigestError):
         self.code = code
 
 
+class ServerUnavailable(DeliveryError):
+    """The mail server could not be reached at all; nothing was handed over."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, temporary=True)
+
+
 class FatalDeliveryError(DeliveryError):
     """The whole delivery channel is unusable (bad credentials, TLS missing): stop sending."""
 

@@ -1,0 +1,153 @@
+"""Command line: thin commands over run, config and render.
+
+Exit codes: 0 all went well; 1 some feed or delivery failed (the rest went on); 2 bad config
+or usage; 75 another run holds the lock (EX_TEMPFAIL, so cron wrappers may simply retry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from digest import __version__
+from digest.config import Settings, config_path, load_config
+from digest.errors import ConfigError, DigestError, LockHeld, StoreError, TemplateError
+
+EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+
+log = logging.getLogger("digest")
+
+
+def _when(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="digest",
+        description="Email digests of RSS/Atom feeds, ranked and summarized per subscriber.",
+    )
+    parser.add_argument("--version", action="version", version=f"digest {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        help="config file (default: $DIGEST_CONFIG, else ./config.toml)",
+    )
+    common.add_argument(
+        "--now",
+        type=_when,
+        help="run as if it were this ISO-8601 time (UTC if no offset); for tests and backfills",
+    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help="say what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "run",
+        parents=[common],
+        help="collect feeds, then write and send the digests that are due (for cron)",
+    )
+    sub.add_parser("check-config", parents=[common], help="validate the config; exit 2 if bad")
+    preview = sub.add_parser(
+        "preview",
+        parents=[common],
+        help="write the HTML digest EMAIL would get now, from what is stored (sends nothing)",
+    )
+    preview.add_argument("email")
+    preview.add_argument("--out", "-o", type=Path, help="output file (default: preview-EMAIL.html)")
+    demo = sub.add_parser(
+        "demo", help="run once on the bundled example feeds; digests land in a local folder"
+    )
+    demo.add_argument("--dir", type=Path, default=Path("digest-demo"), help="where (./digest-demo)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    verbosity = getattr(args, "verbose", 0)
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "demo":
+            return _demo(args.dir)
+        settings = load_config(config_path(args.config))
+        if args.command == "check-config":
+            return _check_config(settings, args)
+        now = args.now or datetime.now(UTC)
+        if args.command == "run":
+            return _run(settings, now, args.verbose)
+        if args.command == "preview":
+            return _preview(settings, args.email, now, args.out)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"digest: config: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LockHeld as exc:
+        print(f"digest: {exc}; not running twice", file=sys.stderr)
+        return EXIT_LOCKED
+    except (StoreError, TemplateError) as exc:
+        print(f"digest: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    except DigestError as exc:
+        print(f"digest: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    parser.error(f"unknown command {args.command}")
+    return EXIT_CONFIG
+
+
+def _check_config(settings: Settings, args: argparse.Namespace) -> int:
+    if args.verbose:
+        print(
+            f"config OK: {len(settings.feeds)} feeds, {len(settings.subscribers)} subscribers,"
+            f" delivery by {settings.delivery.mode}"
+        )
+    return EXIT_OK
+
+
+def _run(settings: Settings, now: datetime, verbose: int) -> int:
+    from digest.run import run
+
+    report = asyncio.run(run(settings, now))
+    for problem in report.problems:
+        print(f"digest: {problem}", file=sys.stderr)
+    if verbose:
+        print(report.summary_line(), file=sys.stderr)
+    return report.exit_code
+
+
+def _preview(settings: Settings, email: str, now: datetime, out: Path | None) -> int:
+    from digest.run import preview_html
+
+    html = preview_html(settings, email, now)
+    target = out or Path(f"preview-{email}.html")
+    target.write_text(html, encoding="utf-8")
+    print(target)
+    return EXIT_OK
+
+
+def _demo(folder: Path) -> int:
+    from digest.demo import run_demo
+
+    for line in run_demo(folder, datetime.now(UTC), timedelta(days=1)):
+        print(line)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""The config: a TOML file read into pydantic-settings models, environment on top.
+
+This is the only module that reads the config file or the environment. Every problem is
+reported with the field, the feed or subscriber it belongs to, and the line in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from digest.errors import ConfigError
+from digest.schedule import Schedule, parse_schedule
+
+DEFAULT_CONFIG = "config.toml"
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+_FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_email(value: str) -> str:
+    value = value.strip()
+    if not _EMAIL.match(value):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/London')") from None
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DigestSettings(_Section):
+    database: str = "sqlite:///digest.db"
+    timezone: str = "UTC"
+    from_: str = Field(default="Digest <digest@example.org>", alias="from")
+    name: str = "Digest"
+    reply_to: str | None = None
+    subject: str = "Your {period} digest: {count} new {posts} from {sources}"
+    templates_dir: Path | None = None
+    unsubscribe_url: str | None = None
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        name, address = parseaddr(value)
+        if not address or not _EMAIL.match(address) or "\n" in value or "\r" in value:
+            raise ValueError(f"not an address like 'Digest <digest@example.org>': {value!r}")
+        return value
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
+
+    @property
+    def from_address(self) -> str:
+        return parseaddr(self.from_)[1]
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1]
+
+
+class DeliverySettings(_Section):
+    mode: Literal["smtp", "folder"] = "smtp"
+    folder: Path = Path("outbox")
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(default=60.0, gt=0)
+
+
+class CollectSettings(_Section):
+    timeout: float = Field(default=30.0, gt=0, description="whole-request deadline per feed, seconds")
+    max_bytes: int = Field(default=10_000_000, gt=0)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    interval_minutes: float = Field(default=30.0, gt=0)
+    user_agent: str = "digest/0.1 (+self-hosted feed digest)"
+
+
+class FeedSettings(_Section):
+    name: str
+    url: str
+    title: str | None = None
+    weight: float = Field(default=1.0, ge=0)
+    cap: int | None = Field(default=None, ge=1, description="at most this many featured posts")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _FEED_NAME.match(value):
+            raise ValueError(f"feed names use letters, digits, '.', '_' and '-': {value!r}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        if "://" in value or value.lower().startswith(("http:", "https:")):
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https", "file") or (
+                parts.scheme != "file" and not parts.hostname
+            ):
+                raise ValueError(f"not an http(s) URL or a file path: {value!r}")
+            if parts.scheme != "file" and " " in value:
+                raise ValueError(f"URL contains a space: {value!r}")
+        elif not value:
+            raise ValueError("empty URL")
+        return value
+
+    @property
+    def is_local(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+class SubscriberSettings(_Section):
+    email: str
+    name: str | None = None
+    schedule: str = "daily"
+    timezone: str | None = None
+    feeds: list[str] | None = None
+    max_items: int = Field(default=20, ge=1, le=500)
+    per_feed_cap: int = Field(default=10, ge=1)
+    interests: list[str] = []
+    mute: list[str] = []
+    feed_weights: dict[str, float] = {}
+    explain: bool = False
+
+    _email = field_validator("email")(_check_email)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)  # raises ValueError with the reason
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    digest: DigestSettings = DigestSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    smtp: SmtpSettings = SmtpSettings()
+    collect: CollectSettings = CollectSettings()
+    feeds: list[FeedSettings] = []
+    subscribers: list[SubscriberSettings] = []
+
+    # Set by load_config, not by the file: where relative paths start.
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, so secrets and deploy-specific values stay out of it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        problems: list[str] = []
+        names = [f.name for f in self.feeds]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"feeds: the name {name!r} is used twice")
+        emails = [s.email.lower() for s in self.subscribers]
+        for email in sorted({e for e in emails if emails.count(e) > 1}):
+            problems.append(f"subscribers: {email} is listed twice")
+        known = set(names)
+        for index, sub in enumerate(self.subscribers):
+            for feed in sub.feeds or []:
+                if feed not in known:
+                    problems.append(
+                        f"subscribers[{index}] ({sub.email}) -> feeds: unknown feed {feed!r}"
+                        f" (known: {', '.join(sorted(known)) or 'none'})"
+                    )
+            for feed in sub.feed_weights:
+                if feed not in known:
+                    problems.append(
+                        f"subscribers[{index}] ({sub.email}) -> feed_weights: unknown feed {feed!r}"
+                    )
+        if self.delivery.mode == "smtp" and self.smtp.username and self.smtp.password is None:
+            problems.append(
+                "smtp -> password: smtp.username is set but DIGEST_SMTP__PASSWORD is not"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Paths in the file are relative to the file, not to wherever cron starts us.
+    def resolve(self, path: Path | str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self._base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        url = self.digest.database
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+            return prefix + str(self.resolve(url[len(prefix) :]))
+        return url
+
+    def feed_location(self, feed: FeedSettings) -> str:
+        if feed.url.startswith("file://"):
+            return str(self.resolve(urlsplit(feed.url).path))
+        return feed.url if not feed.is_local else str(self.resolve(feed.url))
+
+    def subscriber_timezone(self, sub: SubscriberSettings) -> ZoneInfo:
+        return ZoneInfo(sub.timezone or self.digest.timezone)
+
+    def subscriber_feeds(self, sub: SubscriberSettings) -> list[FeedSettings]:
+        wanted = set(sub.feeds) if sub.feeds is not None else None
+        return [f for f in self.feeds if wanted is None or f.name in wanted]
+
+    def subscriber_schedule(self, sub: SubscriberSettings) -> Schedule:
+        return parse_schedule(sub.schedule)
+
+
+def config_path(given: str | None) -> Path:
+    return Path(given or os.environ.get("DIGEST_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_config(path: Path) -> Settings:
+    """Read and validate; raise ConfigError listing every problem, each with its place."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    if isinstance(data.get("smtp"), dict) and "password" in data["smtp"]:
+        raise ConfigError(
+            [f"{path}:{_line_of(text, ('smtp', 'password')) or '?'}: smtp -> password: keep the "
+             "password out of the file; set DIGEST_SMTP__PASSWORD in the environment"]
+        )
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, text, path)) from None
+    settings._base_dir = path.resolve().parent
+    return settings
+
+
+def _describe(exc: ValidationError, data: dict[str, Any], text: str, path: Path) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting (check the spelling; see config.example.toml)"
+        where = _name_loc(loc, data)
+        line = _line_of(text, loc)
+        prefix = f"{path}:{line}" if line else str(path)
+        problems.append(f"{prefix}: {where}: {message}" if where else f"{prefix}: {message}")
+    return problems
+
+
+def _name_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """('subscribers', 1, 'timezone') -> 'subscribers[1] (bob@example.org) -> timezone'."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            if isinstance(node, list) and item < len(node) and isinstance(node[item], dict):
+                entry = node[item]
+                who = entry.get("email") or entry.get("name")
+                if isinstance(who, str):
+                    label += f" ({who})"
+            parts[-1] += label if parts else label
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return " -> ".join(parts)
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a setting, for error messages."""
+    keys = [k for k in loc if isinstance(k, str)]
+    indexes = [k for k in loc if isinstance(k, int)]
+    if not keys:
+        return None
+    table, rest = keys[0], keys[1:]
+    lines = text.splitlines()
+    header_single = re.compile(rf"^\s*\[\s*{re.escape(table)}\s*\]")
+    header_array = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+    start = None
+    seen = -1
+    want = indexes[0] if indexes else 0
+    for number, line in enumerate(lines):
+        if header_single.match(line) or (header_array.match(line) and (seen := seen + 1) == want):
+            start = number
+            break
+    if start is None:
+        top = re.compile(rf"^\s*{re.escape(table)}\s*=")
+        return next((n + 1 for n, line in enumerate(lines) if top.match(line)), None)
+    if not rest:
+        return start + 1
+    key = re.compile(rf"^\s*\"?{re.escape(rest[0])}\"?\s*=")
+    for number in range(start + 1, len(lines)):
+        if re.match(r"^\s*\[", lines[number]):
+            break
+        if key.match(lines[number]):
+            return number + 1
+    return start + 1

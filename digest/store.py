@@ -1,0 +1,682 @@
+"""Storage: SQLAlchemy 2 Core over SQLite (default) or PostgreSQL. The only module that imports
+SQLAlchemy. Times are stored as naive UTC and handed out as aware UTC."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+from digest.errors import LockHeld, StoreError
+from digest.models import ParsedEntry
+
+SCHEMA_VERSION = 1
+# PostgreSQL scopes advisory locks to the database, so one fixed number serves every store.
+_LOCK_KEY = int.from_bytes(hashlib.sha256(b"digest-run-lock").digest()[:8], "big") >> 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False, default=""),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("last_fetch_at", UTCDateTime),
+    Column("last_ok_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("failures", Integer, nullable=False, default=0),
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("feed_id", Integer, ForeignKey("feeds.id"), nullable=False),
+    Column("key", String(1000), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("author", Text, nullable=False, default=""),
+    Column("published", UTCDateTime),
+    Column("content", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("summary", Text),
+    Column("summary_key", String(100)),
+    UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),
+)
+Index("ix_entries_feed_seen", entries.c.feed_id, entries.c.first_seen)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("suspended", Boolean, nullable=False, default=False),
+    Column("hard_bounces", Integer, nullable=False, default=0),
+)
+
+# The outbox: one row per subscriber per schedule slot, written with its entries before any
+# send. States: pending -> sending -> sent | failed; superseded when a later digest took over
+# its entries.
+digests = Table(
+    "digests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("period", String(32), nullable=False),
+    Column("slot_at", UTCDateTime, nullable=False),
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("message_id", String(300), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("next_attempt_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("subscriber_id", "period", name="uq_digests_subscriber_period"),
+)
+Index("ix_digests_state", digests.c.state, digests.c.next_attempt_at)
+
+digest_entries = Table(
+    "digest_entries",
+    metadata,
+    Column("digest_id", Integer, ForeignKey("digests.id"), primary_key=True),
+    Column("entry_id", Integer, ForeignKey("entries.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("section", String(16), nullable=False),  # featured, more, merged
+    Column("score", Float, nullable=False, default=0.0),
+    Column("reasons", Text, nullable=False, default=""),
+    Column("also_in", Text, nullable=False, default=""),
+)
+Index("ix_digest_entries_entry", digest_entries.c.entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    id: int
+    name: str
+    etag: str | None
+    last_modified: str | None
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberRow:
+    id: int
+    email: str
+    first_seen: datetime
+    suspended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRow:
+    id: int
+    subscriber_id: int
+    email: str
+    period: str
+    slot_at: datetime
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    state: str
+    message_id: str
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    id: int
+    feed: str
+    feed_title: str
+    url: str
+    title: str
+    author: str
+    published: datetime | None
+    first_seen: datetime
+    content: str
+    content_hash: str
+    summary: str | None
+    summary_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItemRow:
+    entry: EntryRow
+    position: int
+    section: str
+    reasons: str
+    also_in: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewDigest:
+    subscriber_id: int
+    period: str
+    slot_at: datetime
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    message_id: str
+    # (entry_id, section, score, reasons, also_in) in digest order
+    items: Sequence[tuple[int, str, float, str, str]]
+
+
+def content_hash(content: str) -> str:
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StoreError(f"cannot open database {_redact(url)}: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._pg_lock_conn: Connection | None = None
+        self._file_lock: FileLock | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.unlock()
+        self.engine.dispose()
+
+    # ---- schema -------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create missing tables; record the schema version (future versions migrate here)."""
+        try:
+            metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                current = conn.execute(
+                    select(meta.c.value).where(meta.c.key == "schema_version")
+                ).scalar()
+                if current is None:
+                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(current) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"database schema {current} is newer than this digest ({SCHEMA_VERSION})"
+                    )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot prepare database {_redact(self.url)}: {exc}") from None
+
+    # ---- one run at a time --------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take this store's run lock or raise LockHeld at once."""
+        if self.dialect == "postgresql":
+            conn = self.engine.connect()
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}
+            ).scalar()
+            conn.commit()
+            if not got:
+                conn.close()
+                raise LockHeld("another digest run holds this database's lock")
+            self._pg_lock_conn = conn
+        elif self.dialect == "sqlite":
+            path = self.engine.url.database
+            if path and path != ":memory:":
+                lock = FileLock(str(Path(path).with_name(Path(path).name + ".lock")), timeout=0)
+                try:
+                    lock.acquire()
+                except Timeout:
+                    raise LockHeld(f"another digest run holds {lock.lock_file}") from None
+                self._file_lock = lock
+
+    def unlock(self) -> None:
+        if self._pg_lock_conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._pg_lock_conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY}
+                )
+                self._pg_lock_conn.commit()
+            self._pg_lock_conn.close()
+            self._pg_lock_conn = None
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.lock()
+        try:
+            yield
+        finally:
+            self.unlock()
+
+    # ---- feeds --------------------------------------------------------------------------
+
+    def sync_feeds(self, wanted: Sequence[tuple[str, str]]) -> dict[str, FeedState]:
+        """Make sure a row exists for each (name, url); a changed URL forgets its validators."""
+        with self.engine.begin() as conn:
+            rows = {r.name: r for r in conn.execute(select(feeds))}
+            for name, url in wanted:
+                row = rows.get(name)
+                if row is None:
+                    conn.execute(feeds.insert().values(name=name, url=url, title="", failures=0))
+                elif row.url != url:
+                    conn.execute(
+                        update(feeds)
+                        .where(feeds.c.id == row.id)
+                        .values(url=url, etag=None, last_modified=None)
+                    )
+            names = [name for name, _ in wanted]
+            return {
+                r.name: FeedState(r.id, r.name, r.etag, r.last_modified, r.title)
+                for r in conn.execute(select(feeds).where(feeds.c.name.in_(names)))
+            }
+
+    def record_fetch(
+        self,
+        feed_id: int,
+        now: datetime,
+        *,
+        error: str | None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        title: str | None = None,
+        keep_validators: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {"last_fetch_at": now, "last_error": error}
+        if error is None:
+            values |= {"last_ok_at": now, "failures": 0}
+            if not keep_validators:
+                values |= {"etag": etag, "last_modified": last_modified}
+            if title:
+                values["title"] = title
+        else:
+            values["failures"] = feeds.c.failures + 1
+        with self.engine.begin() as conn:
+            conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
+
+    def add_entries(self, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime) -> int:
+        """Store entries not seen before (first_seen = now); refresh changed ones. Returns new count."""
+        if not parsed:
+            return 0
+        unique = {p.key: p for p in parsed}
+        with self.engine.begin() as conn:
+            existing = {
+                r.key: r
+                for r in conn.execute(
+                    select(entries.c.id, entries.c.key, entries.c.content_hash, entries.c.title)
+                    .where(entries.c.feed_id == feed_id)
+                    .where(entries.c.key.in_(list(unique)))
+                )
+            }
+            fresh = []
+            for key, p in unique.items():
+                digest_of = content_hash(p.content)
+                row = existing.get(key)
+                if row is None:
+                    fresh.append(
+                        {
+                            "feed_id": feed_id,
+                            "key": key,
+                            "url": p.url,
+                            "title": p.title,
+                            "author": p.author,
+                            "published": p.published,
+                            "content": p.content,
+                            "content_hash": digest_of,
+                            "first_seen": now,
+                        }
+                    )
+                elif row.content_hash != digest_of or row.title != p.title:
+                    conn.execute(
+                        update(entries)
+                        .where(entries.c.id == row.id)
+                        .values(title=p.title, content=p.content, content_hash=digest_of, url=p.url)
+                    )
+            if fresh:
+                conn.execute(_insert_ignore(self.dialect, entries, ("feed_id", "key")), fresh)
+        return len(fresh)
+
+    # ---- subscribers --------------------------------------------------------------------
+
+    def sync_subscribers(self, emails: Sequence[str], now: datetime) -> dict[str, SubscriberRow]:
+        keyed = {e.lower(): e for e in emails}
+        with self.engine.begin() as conn:
+            known = {r.email for r in conn.execute(select(subscribers.c.email))}
+            missing = [
+                {"email": k, "first_seen": now, "suspended": False, "hard_bounces": 0}
+                for k in keyed
+                if k not in known
+            ]
+            if missing:
+                conn.execute(_insert_ignore(self.dialect, subscribers, ("email",)), missing)
+            rows = conn.execute(select(subscribers).where(subscribers.c.email.in_(list(keyed))))
+            return {
+                keyed[r.email]: SubscriberRow(r.id, r.email, r.first_seen, r.suspended)
+                for r in rows
+            }
+
+    # ---- digests ------------------------------------------------------------------------
+
+    def last_digest(self, subscriber_id: int) -> DigestRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                _digest_select()
+                .where(digests.c.subscriber_id == subscriber_id)
+                .order_by(digests.c.slot_at.desc(), digests.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _digest_row(row)
+
+    def candidates(
+        self, subscriber_id: int, feed_ids: Sequence[int], since: datetime, until: datetime
+    ) -> list[EntryRow]:
+        """Entries first seen in (since, until] on these feeds, plus entries of this
+        subscriber's digests that never went out, minus anything already in a live digest."""
+        carried = (
+            select(digest_entries.c.entry_id)
+            .join(digests, digests.c.id == digest_entries.c.digest_id)
+            .where(digests.c.subscriber_id == subscriber_id)
+            .where(digests.c.state.in_(("pending", "failed")))
+        )
+        taken = (
+            select(digest_entries.c.entry_id)
+            .join(digests, digests.c.id == digest_entries.c.digest_id)
+            .where(digests.c.subscriber_id == subscriber_id)
+            .where(digests.c.state.in_(("sent", "sending")))
+        )
+        window = and_(
+            entries.c.feed_id.in_(list(feed_ids)),
+            entries.c.first_seen > since,
+            entries.c.first_seen <= until,
+        )
+        query = (
+            _entry_select()
+            .where(window | entries.c.id.in_(carried))
+            .where(entries.c.id.not_in(taken))
+            .order_by(entries.c.first_seen, entries.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [_entry_row(r) for r in conn.execute(query)]
+
+    def save_summaries(self, values: Sequence[tuple[int, str, str]]) -> None:
+        """(entry_id, summary, summary_key) triples."""
+        if not values:
+            return
+        with self.engine.begin() as conn:
+            for entry_id, summary, key in values:
+                conn.execute(
+                    update(entries)
+                    .where(entries.c.id == entry_id)
+                    .values(summary=summary, summary_key=key)
+                )
+
+    def create_digest(self, new: NewDigest) -> int | None:
+        """Write a digest and its entries in one transaction; older undelivered digests of this
+        subscriber whose entries it carries become 'superseded'. None if the slot already has one."""
+        try:
+            with self.engine.begin() as conn:
+                digest_id = conn.execute(
+                    digests.insert()
+                    .values(
+                        subscriber_id=new.subscriber_id,
+                        period=new.period,
+                        slot_at=new.slot_at,
+                        window_start=new.window_start,
+                        window_end=new.window_end,
+                        created_at=new.created_at,
+                        state="pending",
+                        message_id=new.message_id,
+                        attempts=0,
+                        next_attempt_at=new.created_at,
+                    )
+                    .returning(digests.c.id)
+                ).scalar_one()
+                if new.items:
+                    conn.execute(
+                        digest_entries.insert(),
+                        [
+                            {
+                                "digest_id": digest_id,
+                                "entry_id": entry_id,
+                                "position": position,
+                                "section": section,
+                                "score": score,
+                                "reasons": reasons,
+                                "also_in": also_in,
+                            }
+                            for position, (entry_id, section, score, reasons, also_in) in enumerate(
+                                new.items
+                            )
+                        ],
+                    )
+                conn.execute(
+                    update(digests)
+                    .where(digests.c.subscriber_id == new.subscriber_id)
+                    .where(digests.c.id != digest_id)
+                    .where(digests.c.state.in_(("pending", "failed")))
+                    .values(state="superseded", next_attempt_at=None)
+                )
+                return int(digest_id)
+        except IntegrityError:
+            return None
+
+    def due_deliveries(self, now: datetime) -> list[DigestRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                _digest_select()
+                .where(digests.c.state == "pending")
+                .where(digests.c.next_attempt_at <= now)
+                .order_by(digests.c.id)
+            )
+            return [_digest_row(r) for r in rows]
+
+    def digest_items(self, digest_id: int) -> list[DigestItemRow]:
+        query = (
+            _entry_select()
+            .add_columns(
+                digest_entries.c.position,
+                digest_entries.c.section,
+                digest_entries.c.reasons,
+                digest_entries.c.also_in,
+            )
+            .join(digest_entries, digest_entries.c.entry_id == entries.c.id)
+            .where(digest_entries.c.digest_id == digest_id)
+            .order_by(digest_entries.c.position)
+        )
+        with self.engine.connect() as conn:
+            return [
+                DigestItemRow(_entry_row(r), r.position, r.section, r.reasons, r.also_in)
+                for r in conn.execute(query)
+            ]
+
+    def mark_sending(self, digest_id: int, now: datetime) -> bool:
+        """Claim a pending digest; False if someone else changed it first."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(digests)
+                .where(digests.c.id == digest_id)
+                .where(digests.c.state == "pending")
+                .values(state="sending", attempts=digests.c.attempts + 1)
+            )
+            return bool(result.rowcount)
+
+    def mark_sent(self, digest_id: int, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(digests)
+                .where(digests.c.id == digest_id)
+                .values(state="sent", sent_at=now, last_error=None, next_attempt_at=None)
+            )
+
+    def mark_failed(
+        self, digest_id: int, error: str, *, retry_at: datetime | None
+    ) -> None:
+        """retry_at set: back to pending for a later attempt; None: failed for good."""
+        values: dict[str, Any] = {"last_error": error[:2000], "next_attempt_at": retry_at}
+        values["state"] = "pending" if retry_at is not None else "failed"
+        with self.engine.begin() as conn:
+            conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+
+    def requeue_interrupted(self, now: datetime) -> int:
+        """Digests left 'sending' by a run that died go back to pending (same Message-ID)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(digests)
+                .where(digests.c.state == "sending")
+                .values(state="pending", next_attempt_at=now)
+            )
+            return int(result.rowcount)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                str(state): int(n)
+                for state, n in conn.execute(
+                    select(digests.c.state, func.count()).group_by(digests.c.state)
+                )
+            }
+
+
+def _digest_select() -> Any:
+    return select(digests, subscribers.c.email).join(
+        subscribers, subscribers.c.id == digests.c.subscriber_id
+    )
+
+
+def _digest_row(r: Any) -> DigestRow:
+    return DigestRow(
+        id=r.id,
+        subscriber_id=r.subscriber_id,
+        email=r.email,
+        period=r.period,
+        slot_at=r.slot_at,
+        window_start=r.window_start,
+        window_end=r.window_end,
+        created_at=r.created_at,
+        state=r.state,
+        message_id=r.message_id,
+        attempts=r.attempts,
+        last_error=r.last_error,
+    )
+
+
+def _entry_select() -> Any:
+    return select(
+        entries.c.id,
+        feeds.c.name.label("feed"),
+        feeds.c.title.label("feed_title"),
+        entries.c.url,
+        entries.c.title,
+        entries.c.author,
+        entries.c.published,
+        entries.c.first_seen,
+        entries.c.content,
+        entries.c.content_hash,
+        entries.c.summary,
+        entries.c.summary_key,
+    ).join(feeds, feeds.c.id == entries.c.feed_id)
+
+
+def _entry_row(r: Any) -> EntryRow:
+    return EntryRow(
+        id=r.id,
+        feed=r.feed,
+        feed_title=r.feed_title,
+        url=r.url,
+        title=r.title,
+        author=r.author,
+        published=r.published,
+        first_seen=r.first_seen,
+        content=r.content,
+        content_hash=r.content_hash,
+        summary=r.summary,
+        summary_key=r.summary_key,
+    )
+
+
+def _insert_ignore(dialect: str, table: Table, keys: tuple[str, ...]) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    return table.insert()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
