@@ -70,8 +70,8 @@ def parse_feed(data: bytes, url: str, content_type: str | None = None) -> Parsed
     )
     feed_info = parsed.get("feed") or {}
     entries = parsed.get("entries") or []
-    if parsed.get("bozo") and not entries and not feed_info.get("title"):
-        reason = parsed.get("bozo_exception")
+    if not entries and (parsed.get("bozo") or not parsed.get("version")):
+        reason = parsed.get("bozo_exception") or "no RSS or Atom elements found"
         raise FeedError(f"not a readable RSS/Atom feed ({reason})")
     base = feed_info.get("link") or url
     out: list[ParsedEntry] = []
