@@ -128,7 +128,7 @@ class FeedSettings(_Section):
     @classmethod
     def _url(cls, value: str) -> str:
         value = value.strip()
-        if "://" in value or value.lower().startswith(("http:", "https:")):
+        if "://" in value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", value):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https", "file") or (
                 parts.scheme != "file" and not parts.hostname
