@@ -31,7 +31,9 @@ from digest.errors import ConfigError
 from digest.schedule import Schedule, parse_schedule
 
 DEFAULT_CONFIG = "config.toml"
-_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+_EMAIL = re.compile(
+    r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
+)
 _FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -46,7 +48,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/London')") from None
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like 'Europe/London')"
+        ) from None
     return value
 
 
@@ -69,7 +73,7 @@ class DigestSettings(_Section):
     @field_validator("from_")
     @classmethod
     def _from_address(cls, value: str) -> str:
-        name, address = parseaddr(value)
+        address = parseaddr(value)[1]
         if not address or not _EMAIL.match(address) or "\n" in value or "\r" in value:
             raise ValueError(f"not an address like 'Digest <digest@example.org>': {value!r}")
         return value
@@ -103,7 +107,9 @@ class SmtpSettings(_Section):
 
 
 class CollectSettings(_Section):
-    timeout: float = Field(default=30.0, gt=0, description="whole-request deadline per feed, seconds")
+    timeout: float = Field(
+        default=30.0, gt=0, description="whole-request deadline per feed, seconds"
+    )
     max_bytes: int = Field(default=10_000_000, gt=0)
     concurrency: int = Field(default=16, ge=1, le=256)
     interval_minutes: float = Field(default=30.0, gt=0)
@@ -279,8 +285,10 @@ def load_config(path: Path) -> Settings:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     if isinstance(data.get("smtp"), dict) and "password" in data["smtp"]:
         raise ConfigError(
-            [f"{path}:{_line_of(text, ('smtp', 'password')) or '?'}: smtp -> password: keep the "
-             "password out of the file; set DIGEST_SMTP__PASSWORD in the environment"]
+            [
+                f"{path}:{_line_of(text, ('smtp', 'password')) or '?'}: smtp -> password: keep the "
+                "password out of the file; set DIGEST_SMTP__PASSWORD in the environment"
+            ]
         )
     try:
         settings = Settings(**data)
@@ -316,7 +324,8 @@ def _name_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
                 who = entry.get("email") or entry.get("name")
                 if isinstance(who, str):
                     label += f" ({who})"
-            parts[-1] += label if parts else label
+            if parts:
+                parts[-1] += label
             node = node[item] if isinstance(node, list) and item < len(node) else None
         else:
             parts.append(str(item))

@@ -81,7 +81,9 @@ async def fetch_url(
     except httpx.TooManyRedirects:
         raise FeedError("too many redirects") from None
     except httpx.HTTPError as exc:
-        raise FeedError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        raise FeedError(
+            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ) from None
 
 
 async def _get(
@@ -95,7 +97,9 @@ async def _get(
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes * 4:
             raise FeedError(f"response larger than {max_bytes} bytes")
-        inflater = _Inflater(response.headers.get("content-encoding", "").strip().lower(), max_bytes)
+        inflater = _Inflater(
+            response.headers.get("content-encoding", "").strip().lower(), max_bytes
+        )
         chunks = [inflater.feed(chunk) async for chunk in response.aiter_raw()]
         return FetchResult(
             data=b"".join(chunks),

@@ -25,9 +25,7 @@ class Mailer(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def send(
-        self, data: bytes, sender: str, recipient: str, *, name: str, html: str
-    ) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
         """Deliver one message or raise DeliveryError."""
 
 
@@ -47,9 +45,7 @@ class FolderMailer:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def send(
-        self, data: bytes, sender: str, recipient: str, *, name: str, html: str
-    ) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9@._+-]+", "_", name)
         try:
             _write_atomic(self.folder / f"{safe}.html", html.encode("utf-8"))
@@ -145,17 +141,19 @@ class SmtpMailer:
             smtp.close()
             message = str(exc)
             if "STARTTLS" in message or "TLS" in message:
-                raise FatalDeliveryError(f"smtp {where}: TLS required but failed: {message}") from None
+                raise FatalDeliveryError(
+                    f"smtp {where}: TLS required but failed: {message}"
+                ) from None
             raise ServerUnavailable(f"smtp {where}: {message}") from None
         except OSError as exc:
             smtp.close()
-            raise ServerUnavailable(f"smtp {where}: cannot connect: {exc.strerror or exc}") from None
+            raise ServerUnavailable(
+                f"smtp {where}: cannot connect: {exc.strerror or exc}"
+            ) from None
         self._smtp = smtp
         return smtp
 
-    async def send(
-        self, data: bytes, sender: str, recipient: str, *, name: str, html: str
-    ) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
         smtp = await self._connection()
         try:
             errors, _ = await smtp.sendmail(sender, [recipient], data)

@@ -8,8 +8,8 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -121,7 +121,9 @@ async def run(
         with store.locked():
             report = RunReport()
             store.requeue_interrupted(now)
-            feed_rows = store.sync_feeds([(f.name, settings.feed_location(f)) for f in settings.feeds])
+            feed_rows = store.sync_feeds(
+                [(f.name, settings.feed_location(f)) for f in settings.feeds]
+            )
             subscriber_rows = store.sync_subscribers([s.email for s in settings.subscribers], now)
             report.feeds = await collect(settings, store, feed_rows, now)
             report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
@@ -283,7 +285,10 @@ def preview_html(settings: Settings, email: str, now: datetime) -> str:
         selection = _select(settings, store, sub, row, feed_rows, since, now)
     finally:
         store.close()
-    lines = [(r.candidate, "featured", "\n".join(r.reasons), "\n".join(r.also_in)) for r in selection.featured]
+    lines = [
+        (r.candidate, "featured", "\n".join(r.reasons), "\n".join(r.also_in))
+        for r in selection.featured
+    ]
     lines += [(r.candidate, "more", "", "") for r in selection.more]
     view = digest_view(settings, sub, since, now, lines)
     templates = settings.digest.templates_dir
@@ -466,19 +471,31 @@ async def _deliver_one(
 
 def _backoff(now: datetime, attempt: int) -> datetime:
     """Exponential, with up to 25% jitter so retries from many digests spread out."""
-    delay = min(RETRY_MAX, RETRY_BASE * (2 ** max(0, attempt - 1)))
+    delay: timedelta = min(RETRY_MAX, RETRY_BASE * (2 ** max(0, attempt - 1)))
     return now + delay + delay * (secrets.randbelow(1000) / 4000)
 
 
 class _Shown(Protocol):
-    title: str
-    url: str
-    feed: str
-    feed_title: str
-    author: str
-    published: datetime | None
-    first_seen: datetime
-    content: str
+    """What a digest line needs of an entry (stored rows and fresh candidates both have it)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def feed(self) -> str: ...
+    @property
+    def feed_title(self) -> str: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def published(self) -> datetime | None: ...
+    @property
+    def first_seen(self) -> datetime: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def summary(self) -> str | None: ...
 
 
 def digest_view(
@@ -502,7 +519,7 @@ def digest_view(
             author=entry.author,
             published=_local(entry.published or entry.first_seen, tz),
             reading_minutes=summarize.reading_minutes(entry.content),
-            summary=getattr(entry, "summary", None) or "",
+            summary=entry.summary or "",
             reasons=tuple(r for r in reasons.split("\n") if r),
             also_in=tuple(a for a in also_in.split("\n") if a),
         )

@@ -121,14 +121,14 @@ def parse_schedule(spec: str) -> Schedule:
         )
     fields = text.split()
     if len(fields) == 5:
-        minute, hour, day, month, dow = fields
+        c_minute, c_hour, c_day, c_month, c_dow = fields
         try:
             trigger = CronTrigger(
-                minute=minute,
-                hour=hour,
-                day=day,
-                month=month,
-                day_of_week=_cron_dow(dow),
+                minute=c_minute,
+                hour=c_hour,
+                day=c_day,
+                month=c_month,
+                day_of_week=_cron_dow(c_dow),
                 timezone=UTC,
             )
         except ValueError as exc:
@@ -164,9 +164,6 @@ def _cron_dow(field: str) -> str:
     parts = []
     for part in field.split(","):
         base, _, step = part.partition("/")
-        if base == "*":
-            converted = "*"
-        else:
-            converted = "-".join(name(t) for t in base.split("-"))
+        converted = "*" if base == "*" else "-".join(name(t) for t in base.split("-"))
         parts.append(f"{converted}/{step}" if step else converted)
     return ",".join(parts)

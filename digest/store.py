@@ -258,7 +258,9 @@ class Store:
                     select(meta.c.value).where(meta.c.key == "schema_version")
                 ).scalar()
                 if current is None:
-                    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    conn.execute(
+                        meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
                 elif int(current) > SCHEMA_VERSION:
                     raise StoreError(
                         f"database schema {current} is newer than this digest ({SCHEMA_VERSION})"
@@ -272,9 +274,7 @@ class Store:
         """Take this store's run lock or raise LockHeld at once."""
         if self.dialect == "postgresql":
             conn = self.engine.connect()
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}
-            ).scalar()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
             conn.commit()
             if not got:
                 conn.close()
@@ -293,9 +293,7 @@ class Store:
     def unlock(self) -> None:
         if self._pg_lock_conn is not None:
             with contextlib.suppress(SQLAlchemyError):
-                self._pg_lock_conn.execute(
-                    text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY}
-                )
+                self._pg_lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 self._pg_lock_conn.commit()
             self._pg_lock_conn.close()
             self._pg_lock_conn = None
@@ -357,7 +355,9 @@ class Store:
             conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
 
     def add_entries(self, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime) -> int:
-        """Store entries not seen before (first_seen = now); refresh changed ones. Returns new count."""
+        """Store entries not seen before (first_seen = now); refresh changed ones.
+
+        Returns how many were new."""
         if not parsed:
             return 0
         unique = {p.key: p for p in parsed}
@@ -473,8 +473,10 @@ class Store:
                 )
 
     def create_digest(self, new: NewDigest) -> int | None:
-        """Write a digest and its entries in one transaction; older undelivered digests of this
-        subscriber whose entries it carries become 'superseded'. None if the slot already has one."""
+        """Write a digest and its entries in one transaction.
+
+        Older undelivered digests of this subscriber, whose entries it carries, become
+        'superseded'. Returns None if this slot already has a digest."""
         try:
             with self.engine.begin() as conn:
                 digest_id = conn.execute(
@@ -570,9 +572,7 @@ class Store:
                 .values(state="sent", sent_at=now, last_error=None, next_attempt_at=None)
             )
 
-    def mark_failed(
-        self, digest_id: int, error: str, *, retry_at: datetime | None
-    ) -> None:
+    def mark_failed(self, digest_id: int, error: str, *, retry_at: datetime | None) -> None:
         """retry_at set: back to pending for a later attempt; None: failed for good."""
         values: dict[str, Any] = {"last_error": error[:2000], "next_attempt_at": retry_at}
         values["state"] = "pending" if retry_at is not None else "failed"
@@ -671,8 +671,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-
 
 
 def _redact(url: str) -> str:

@@ -8,7 +8,22 @@ from html.parser import HTMLParser
 WORDS_PER_MINUTE = 230
 SUMMARIZER_VERSION = "0"
 _SKIP = {"style", "script", "head", "title", "svg", "math"}
-_BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr", "ul", "ol"}
+_BLOCK = {
+    "p",
+    "div",
+    "br",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "blockquote",
+    "tr",
+    "ul",
+    "ol",
+}
 
 
 class _Text(HTMLParser):

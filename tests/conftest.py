@@ -163,7 +163,9 @@ def _pg_available() -> bool:
     try:
         import psycopg
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
+        ):
             return True
     except Exception:
         return False
@@ -229,7 +231,9 @@ def write_config(
             elif isinstance(value, bool):
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, list):
-                lines.append(f"{key} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]")
+                lines.append(
+                    f"{key} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]"
+                )
             else:
                 lines.append(f"{key} = {value}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -63,18 +63,36 @@ def test_good_config_loads_and_resolves_paths_beside_the_file(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ('url = "https://www.lesswrong.com/feed.xml"', 'url = "htps:/www.lesswrong.com"',
-         "feeds[0] (lesswrong) -> url"),
-        ('email = "ada@example.org"', 'email = "ada.example.org"',
-         "subscribers[0] (ada.example.org) -> email"),
-        ('feeds = ["lesswrong"]', 'feeds = ["lesswrong", "nope"]',
-         "subscribers[0] (ada@example.org) -> feeds: unknown feed 'nope'"),
-        ('timezone = "Europe/London"', 'timezone = "Europe/Londn"',
-         "subscribers[0] (ada@example.org) -> timezone"),
-        ('schedule = "daily at 07:00"', 'schedule = "every morning"',
-         "subscribers[0] (ada@example.org) -> schedule"),
-        ('schedule = "daily at 07:00"', 'schedule = "daily at 07:00"\nmax_itmes = 5',
-         "subscribers[0] (ada@example.org) -> max_itmes: unknown setting"),
+        (
+            'url = "https://www.lesswrong.com/feed.xml"',
+            'url = "htps:/www.lesswrong.com"',
+            "feeds[0] (lesswrong) -> url",
+        ),
+        (
+            'email = "ada@example.org"',
+            'email = "ada.example.org"',
+            "subscribers[0] (ada.example.org) -> email",
+        ),
+        (
+            'feeds = ["lesswrong"]',
+            'feeds = ["lesswrong", "nope"]',
+            "subscribers[0] (ada@example.org) -> feeds: unknown feed 'nope'",
+        ),
+        (
+            'timezone = "Europe/London"',
+            'timezone = "Europe/Londn"',
+            "subscribers[0] (ada@example.org) -> timezone",
+        ),
+        (
+            'schedule = "daily at 07:00"',
+            'schedule = "every morning"',
+            "subscribers[0] (ada@example.org) -> schedule",
+        ),
+        (
+            'schedule = "daily at 07:00"',
+            'schedule = "daily at 07:00"\nmax_itmes = 5',
+            "subscribers[0] (ada@example.org) -> max_itmes: unknown setting",
+        ),
         ('mode = "folder"', 'mode = "pigeon"', "delivery -> mode"),
         ('from = "Digest <digest@example.org>"', 'from = "nobody"', "digest -> from"),
     ],
@@ -117,7 +135,9 @@ def test_smtp_username_without_password_is_an_error(tmp_path: Path) -> None:
     assert any("DIGEST_SMTP__PASSWORD" in p for p in problems)
 
 
-def test_check_config_exits_2_on_bad_and_0_on_good(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_exits_2_on_bad_and_0_on_good(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "config.toml"
     path.write_text(GOOD, encoding="utf-8")
     assert main(["check-config", "--config", str(path)]) == 0
@@ -126,7 +146,9 @@ def test_check_config_exits_2_on_bad_and_0_on_good(tmp_path: Path, capsys: pytes
     assert "timezone" in capsys.readouterr().err
 
 
-def test_missing_config_and_broken_toml_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_and_broken_toml_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check-config", "--config", str(tmp_path / "nope.toml")]) == 2
     (tmp_path / "bad.toml").write_text("[digest\n", encoding="utf-8")
     assert main(["check-config", "--config", str(tmp_path / "bad.toml")]) == 2

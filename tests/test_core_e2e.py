@@ -93,7 +93,9 @@ def test_smtp_down_keeps_the_digest_pending_and_the_next_run_delivers_it(setup) 
     store = Store(settings.database_url)
     try:
         assert store.counts() == {"pending": 1}
-        pending = store.due_deliveries(__import__("datetime").datetime.fromisoformat("2026-06-05T00:00:00+00:00"))
+        pending = store.due_deliveries(
+            __import__("datetime").datetime.fromisoformat("2026-06-05T00:00:00+00:00")
+        )
         message_id = pending[0].message_id
         assert len(store.digest_items(pending[0].id)) == 10
     finally:
@@ -109,7 +111,9 @@ def test_smtp_down_keeps_the_digest_pending_and_the_next_run_delivers_it(setup) 
     assert len(smtp.inbox.messages) == 1
 
 
-def test_cron_with_a_short_feed_loses_no_posts(tmp_path: Path, feed_server: FeedServer, smtp_server: SmtpServer) -> None:
+def test_cron_with_a_short_feed_loses_no_posts(
+    tmp_path: Path, feed_server: FeedServer, smtp_server: SmtpServer
+) -> None:
     """A feed showing only its newest 3 items, polled hourly, feeds a complete daily digest."""
     root = ET.parse(LESSWRONG / "feed-1.xml").getroot()
     channel = root.find("channel")
@@ -138,7 +142,10 @@ def test_cron_with_a_short_feed_loses_no_posts(tmp_path: Path, feed_server: Feed
 
 
 def test_invalid_config_exits_2_names_the_field_and_sends_nothing(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = write_config(
         tmp_path / "config.toml",
@@ -161,7 +168,8 @@ def test_invalid_config_exits_2_names_the_field_and_sends_nothing(
 
 
 def test_a_second_run_while_one_holds_the_lock_exits_75_and_changes_nothing(
-    setup, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    setup,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
 ) -> None:
     config, feeds, smtp = setup
     settings = load_config(config)
@@ -178,7 +186,10 @@ def test_a_second_run_while_one_holds_the_lock_exits_75_and_changes_nothing(
 
 
 def test_broken_feed_is_named_the_rest_goes_on_and_exit_is_1(
-    tmp_path: Path, feed_server: FeedServer, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    feed_server: FeedServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     feed_server.routes["/broken.xml"] = b"<html><body>this is not a feed</body></html>"
     config = write_config(
@@ -215,23 +226,37 @@ def test_new_subscriber_gets_one_period_not_the_back_catalogue(
     feed_url = feed_server.serve_file("/feed.xml", LESSWRONG / "feed-1.xml")
     subscribers = [{"email": ADA, "schedule": "daily at 07:00"}]
     path = tmp_path / "config.toml"
-    write_config(path, database=database_url, feeds=[("lw", feed_url)], subscribers=subscribers, smtp_port=smtp_server.port)
+    write_config(
+        path,
+        database=database_url,
+        feeds=[("lw", feed_url)],
+        subscribers=subscribers,
+        smtp_port=smtp_server.port,
+    )
     assert digest_run(path, "2026-06-01T06:00:00+00:00") == 0  # feed-1 collected long ago
     feed_server.serve_file("/feed.xml", LESSWRONG / "feed-2.xml")
     assert digest_run(path, "2026-06-04T12:00:00+00:00") == 0  # feed-2 collected; ada got digests
     bob = "bob@example.org"
     subscribers.append({"email": bob, "schedule": "daily at 07:00"})
-    write_config(path, database=database_url, feeds=[("lw", feed_url)], subscribers=subscribers, smtp_port=smtp_server.port)
+    write_config(
+        path,
+        database=database_url,
+        feeds=[("lw", feed_url)],
+        subscribers=subscribers,
+        smtp_port=smtp_server.port,
+    )
     assert digest_run(path, "2026-06-04T13:00:00+00:00") == 0
     assert smtp_server.inbox.to(bob) == [], "a new subscriber waits for their first slot"
     assert digest_run(path, "2026-06-05T07:01:00+00:00") == 0
     (message,) = smtp_server.inbox.to(bob)
     # Only posts first seen within one period before bob's first slot (feed-2's new ones).
-    assert post_links(message) == set(fixture_links("feed-2.xml")) - set(fixture_links("feed-1.xml"))
+    assert post_links(message) == set(fixture_links("feed-2.xml")) - set(
+        fixture_links("feed-1.xml")
+    )
 
 
 def test_no_summary_shows_css_markup_or_feed_furniture(setup) -> None:  # type: ignore[no-untyped-def]
-    config, feeds, smtp = setup
+    config, feeds, _ = setup
     assert digest_run(config, "2026-06-04T06:00:00+00:00") == 0
     feeds.serve_file("/feed.xml", LESSWRONG / "feed-2.xml")
     assert digest_run(config, "2026-06-04T07:05:00+00:00") == 0
@@ -289,12 +314,27 @@ def test_folder_delivery_writes_eml_and_html(tmp_path: Path, feed_server: FeedSe
 
 
 def test_preview_writes_html_and_records_nothing(
-    setup, tmp_path: Path  # type: ignore[no-untyped-def]
+    setup,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     config, _, smtp = setup
     assert digest_run(config, "2026-06-04T06:00:00+00:00") == 0
     out = tmp_path / "preview.html"
-    assert main(["preview", ADA, "--config", str(config), "--now", "2026-06-04T06:30:00+00:00", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "preview",
+                ADA,
+                "--config",
+                str(config),
+                "--now",
+                "2026-06-04T06:30:00+00:00",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "Running An Air Purifier on Batteries" in out.read_text()
     assert smtp.inbox.messages == []
     assert digest_run(config, "2026-06-04T07:05:00+00:00") == 0

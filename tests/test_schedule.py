@@ -67,9 +67,11 @@ def digests_over(spec: str, zone: str, start: str, days: int, step: timedelta) -
     sent: list[Slot] = []
     while now < utc(start) + timedelta(days=days):
         slot = schedule.latest(tz, now)
-        if slot is not None and (last is None or slot.at > last.at) and slot.key not in {
-            s.key for s in sent
-        }:
+        if (
+            slot is not None
+            and (last is None or slot.at > last.at)
+            and slot.key not in {s.key for s in sent}
+        ):
             sent.append(slot)
             last = slot
         now += step
@@ -88,7 +90,9 @@ def digests_over(spec: str, zone: str, start: str, days: int, step: timedelta) -
     ],
 )
 @pytest.mark.parametrize("time_of_day", ["01:30", "02:30", "07:00"])
-def test_every_dst_change_day_gets_exactly_one_digest(zone: str, day: str, time_of_day: str) -> None:
+def test_every_dst_change_day_gets_exactly_one_digest(
+    zone: str, day: str, time_of_day: str
+) -> None:
     start = (datetime.fromisoformat(day) - timedelta(days=2)).strftime("%Y-%m-%dT00:00")
     sent = digests_over(f"daily at {time_of_day}", zone, start, 5, timedelta(minutes=10))
     local_days = [s.wall.date().isoformat() for s in sent]
