@@ -42,6 +42,9 @@ WORDS_PER_MINUTE = 230
 MIN_WORDS = 40
 MAX_WORDS = 90
 
+
+
+
 # How far down an author summary may start and still count as "near the top".
 _SUMMARY_WINDOW_BLOCKS = 12
 _SUMMARY_WINDOW_WORDS = 400
@@ -65,11 +68,15 @@ _STOP = frozenset(
 )
 
 
-def _body(content: str) -> list[Block]:
-    """The post's blocks without feed furniture, tables of contents or code."""
+# A summary is made from the opening, so only this many words of a long post are parsed.
+_OPENING_WORDS = 1500
+
+
+def _body(content: str, max_words: int | None = None) -> list[Block]:
+    """The post's blocks without feed furniture or tables of contents."""
     out: list[Block] = []
     skip_group = -1
-    blocks = blocks_of(content)
+    blocks = blocks_of(content, max_words)
     for index, block in enumerate(blocks):
         if block.kind == "li" and block.group == skip_group:
             continue
@@ -209,9 +216,25 @@ def _is_real_paragraph(block: Block) -> bool:
     )
 
 
+def _without_run_in(block: Block) -> str:
+    """The block's text without a bold run-in heading ("**Background.** Text...")."""
+    lead = block.lead_bold
+    if lead and len(lead.split()) <= 8 and block.text.startswith(lead) and len(block.text) > len(lead):
+        rest = block.text[len(lead) :]
+        if lead.endswith((".", ":")) or rest.lstrip().startswith((".", ":", "—", "–")):
+            return rest.lstrip(" .:—–")
+    return block.text
+
+
 def _opening_sentences(block: Block) -> list[str]:
     """A paragraph's sentences, minus the boilerplate ones it opens with."""
-    sentences = [_clean(s) for s in split_sentences(block.text)]
+    if boilerplate_kind(block.text) in ("note", "caption"):
+        # A labelled note or caption runs to the end of its paragraph.
+        return []
+    sentences = [_clean(s) for s in split_sentences(_without_run_in(block))]
+    if sentences and boilerplate_kind(sentences[0]) == "call_to_action":
+        # "We're hiring! Apply by July 1." An appeal's paragraph is the appeal.
+        return []
     while sentences and boilerplate_kind(sentences[0]):
         sentences.pop(0)
     return [s for s in sentences if _usable(s)]
@@ -242,7 +265,7 @@ def _candidates(blocks: Iterable[Block]) -> list[str]:
             continue
         if boilerplate_kind(block.text):
             continue
-        for sentence in split_sentences(block.text):
+        for sentence in split_sentences(_without_run_in(block)):
             sentence = _clean(_as_sentence(sentence) if block.kind == "li" else sentence)
             if (
                 _usable(sentence)
@@ -298,7 +321,7 @@ def _pick(title: str, lead: list[str], pool: list[str]) -> list[str]:
 # -- public -----------------------------------------------------------------------------
 def summarize(title: str, content: str) -> str:
     """A plain-text summary of a post (HTML or plain text); '' when the post has no text."""
-    body = _body(content)
+    body = _body(content, _OPENING_WORDS)
     if not body:
         return ""
     authored = _author_summary(body)

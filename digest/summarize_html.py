@@ -7,7 +7,6 @@ tolerates the broken markup feeds carry.
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -216,15 +215,25 @@ def _plain_block(text: str, kind: str, group: int) -> Block:
     return Block(kind, text, share, lead, group if kind == "li" else 0)
 
 
-def blocks_of(content: str) -> list[Block]:
-    """The post as blocks, in document order; HTML is parsed, plain text split by lines."""
+_CHUNK = 8192
+
+
+def blocks_of(content: str, max_words: int | None = None) -> list[Block]:
+    """The post as blocks, in document order; HTML is parsed, plain text split by lines.
+
+    With `max_words`, parsing stops soon after that many words, for callers that only need
+    the opening of a long post.
+    """
     if not content or not content.strip():
         return []
     if not _TAGGED.search(content):
         return _plain_blocks(content)
     parser = _BlockParser()
     try:
-        parser.feed(content)
+        for at in range(0, len(content), _CHUNK):
+            parser.feed(content[at : at + _CHUNK])
+            if max_words is not None and sum(len(b.text.split()) for b in parser.blocks) > max_words:
+                break
         parser.close()
     except (AssertionError, ValueError):  # very old Pythons raised on some broken markup
         pass
@@ -235,6 +244,3 @@ def blocks_of(content: str) -> list[Block]:
         for b in blocks
     ]
 
-
-def unescape(text: str) -> str:
-    return html.unescape(text)

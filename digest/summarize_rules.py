@@ -54,6 +54,17 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
             _I,
         ),
         re.compile(r"^[\s(\[*_]*acknowledge?ments?\b", _I),
+        re.compile(r"\b(?:all\s+)?(?:remaining\s+)?(?:mistakes|errors)\s+are\s+(?:my|our|mine)\b", _I),
+        re.compile(
+            r"^[\s(\[*_]*(?:written|drafted|edited|co-?written|produced|researched)\s+"
+            r"(?:\w+\s+)?(?:with|by|in collaboration with|together with)\b",
+            _I,
+        ),
+        re.compile(
+            r"\b(?:this|the|our|my)\s+(?:post|work|project|essay|article|research|piece|writeup)\s+"
+            r"(?:is|was|forms)\s+(?:a\s+|one\s+)?part\s+of\b",
+            _I,
+        ),
         re.compile(r"\b(?:mentored|supervised|advised)\s+by\b", _I),
         re.compile(r"\b(?:funded|sponsored|supported)\s+by\s+(?:a\s+grant|(?-i:[A-Z]))", _I),
         re.compile(
@@ -103,6 +114,11 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
     ],
     "call_to_action": [
         re.compile(
+            r"^[\s(\[*_]*(?:apply|join|subscribe|register|sign up|donate|follow us|follow me|"
+            r"share this|pre-?order|buy|get (?:your|the) (?:copy|tickets?))\b",
+            _I,
+        ),
+        re.compile(
             r"\b(?:subscribe|unsubscribe|sign\s*-?up|signup|join\s+(?:our|my|the|us)\s+\w*\s*"
             r"(?:newsletter|mailing list|list|discord|community|waitlist|slack|server|patreon)|"
             r"follow\s+(?:me|us)\b|support\s+(?:me|us|this|my|our)\b|become\s+a\s+(?:patron|member|"
@@ -132,9 +148,9 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
     ],
     "byline": [
         re.compile(
-            r"^[\s(\[*_]*(?:by|written by|posted by|guest post by|words by|a guest post by|"
+            r"^[\s(\[*_]*(?i:by|written by|posted by|guest post by|words by|a guest post by|"
             r"with|joint work with|co-?written with|interview by|translated by)\s+"
-            r"(?:[A-Z][\w.'’-]*|&|and|,|\s)+(?:\([^)]*\))?[\s.,]*$"
+            r"(?:[A-Z][\w.'’-]*|&|and|,|\s|\([^)]*\))+[\s.]*$"
         ),
     ],
     "caption": [
