@@ -23,14 +23,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rouge_score import rouge_scorer  # noqa: E402
-from summaries_cases import Case, load_cases, starts_with_boilerplate  # noqa: E402
+from rouge_score import rouge_scorer
+from summaries_cases import Case, load_cases, starts_with_boilerplate
 
-from digest.sentences import split_sentences  # noqa: E402
-from digest.summarize import _body, summarize  # noqa: E402
+from digest.sentences import split_sentences
+from digest.summarize import _body, summarize
 
 REPEAT = 5
-_FORBIDDEN = re.compile(r"mjx-|[{<]|published on|discuss\W*$|^\W*(?:tl;?dr|summary|abstract)\b", re.I)
+_FORBIDDEN = re.compile(
+    r"mjx-|[{<]|published on|discuss\W*$|^\W*(?:tl;?dr|summary|abstract)\b", re.I
+)
 
 
 class _Stripper(HTMLParser):
@@ -115,9 +117,14 @@ def main() -> None:
     ]
     results = [evaluate(name, fn, cases) for name, fn in systems]
     kinds = sorted({c.kind for c in cases})
-    print(f"{len(cases)} cases: " + ", ".join(f"{k} {sum(c.kind == k for c in cases)}" for k in kinds))
+    print(
+        f"{len(cases)} cases: " + ", ".join(f"{k} {sum(c.kind == k for c in cases)}" for k in kinds)
+    )
     print()
-    header = f"{'system':<18}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}{'boiler-start':>14}{'markup/label':>14}{'ms/post':>9}"
+    header = (
+        f"{'system':<18}{'ROUGE-1':>9}{'ROUGE-2':>9}{'ROUGE-L':>9}"
+        f"{'boiler-start':>14}{'markup/label':>14}{'ms/post':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:

@@ -36,7 +36,9 @@ def load_posts() -> dict[str, tuple[str, str]]:
     for feed in FEEDS:
         for item in ET.parse(feed).getroot().iter("item"):
             guid = item.findtext("guid") or ""
-            posts.setdefault(guid, (item.findtext("title") or "", item.findtext("description") or ""))
+            posts.setdefault(
+                guid, (item.findtext("title") or "", item.findtext("description") or "")
+            )
     return posts
 
 
@@ -73,7 +75,9 @@ def load_cases() -> list[Case]:
             end = html.index(entry["tldr"]["end"], start) + len(entry["tldr"]["end"])
             cases.append(Case(f"{guid}/tldr-kept", "tldr-kept", title, html, reference, own))
             removed = html[:start] + html[end:]
-            cases.append(Case(f"{guid}/tldr-removed", "tldr-removed", title, removed, reference, own))
+            cases.append(
+                Case(f"{guid}/tldr-removed", "tldr-removed", title, removed, reference, own)
+            )
             continue
         cases.append(Case(f"{guid}/post", "post", title, html, reference, own))
         notes = [
@@ -88,5 +92,5 @@ def load_cases() -> list[Case]:
 
 
 def starts_with_boilerplate(summary: str, case: Case) -> bool:
-    head = summary.lstrip(" \"'“‘([*_").lower()
+    head = summary.lstrip(" \"'\u201c\u2018([*_").lower()
     return any(mark and head.startswith(mark.lower().strip()) for mark in case.boilerplate)

@@ -1,3 +1,5 @@
+# ruff: noqa: RUF001
+# Non-ASCII punctuation and non-Latin text are used on purpose.
 """A post's opening, made into a short plain-text summary for the digest.
 
 How a summary is made:
@@ -43,8 +45,6 @@ MIN_WORDS = 40
 MAX_WORDS = 90
 
 
-
-
 # How far down an author summary may start and still count as "near the top".
 _SUMMARY_WINDOW_BLOCKS = 12
 _SUMMARY_WINDOW_WORDS = 400
@@ -58,13 +58,97 @@ _FOOTNOTE = re.compile(r"\s*\[(?:\d{1,3}|[a-z]|\d{1,2}:\d{2}(?::\d{2})?)\]|\s*\^
 _UNSAFE = re.compile(r"[{}<]|mjx-|\bpublished on\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = frozenset(
-    """
-    the and that this with from have has had were was are for not but you your they them their
-    there these those which what when where will would could should about into than then also
-    just more most some such only other very much many over can our its it's i'm we're one two
-    been being does did doing because while after before here like make made well really even
-    think thing things way ways still same each both any all who whom how why out off yes
-    """.split()
+    [
+        "the",
+        "and",
+        "that",
+        "this",
+        "with",
+        "from",
+        "have",
+        "has",
+        "had",
+        "were",
+        "was",
+        "are",
+        "for",
+        "not",
+        "but",
+        "you",
+        "your",
+        "they",
+        "them",
+        "their",
+        "there",
+        "these",
+        "those",
+        "which",
+        "what",
+        "when",
+        "where",
+        "will",
+        "would",
+        "could",
+        "should",
+        "about",
+        "into",
+        "than",
+        "then",
+        "also",
+        "just",
+        "more",
+        "most",
+        "some",
+        "such",
+        "only",
+        "other",
+        "very",
+        "much",
+        "many",
+        "over",
+        "can",
+        "our",
+        "its",
+        "it's",
+        "i'm",
+        "we're",
+        "one",
+        "two",
+        "been",
+        "being",
+        "does",
+        "did",
+        "doing",
+        "because",
+        "while",
+        "after",
+        "before",
+        "here",
+        "like",
+        "make",
+        "made",
+        "well",
+        "really",
+        "even",
+        "think",
+        "thing",
+        "things",
+        "way",
+        "ways",
+        "still",
+        "same",
+        "each",
+        "both",
+        "any",
+        "all",
+        "who",
+        "whom",
+        "how",
+        "why",
+        "out",
+        "off",
+        "yes",
+    ]
 )
 
 
@@ -164,8 +248,7 @@ def _author_summary(body: Sequence[Block]) -> list[str] | None:
 
 
 def _summary_continuation(following: Sequence[Block], bullets_only: bool) -> list[str]:
-    """The blocks that make up a labelled summary: one list, or paragraphs up to the next
-    heading or note."""
+    """The blocks that make up a labelled summary: one paragraph or one list."""
     parts: list[str] = []
     group = -1
     for block in following:
@@ -180,7 +263,8 @@ def _summary_continuation(following: Sequence[Block], bullets_only: bool) -> lis
         if is_label(block) or boilerplate_kind(block.text) or is_link_line(block):
             break
         parts.append(block.text)
-        if count_words(" ".join(parts)) >= MAX_WORDS:
+        # One paragraph, unless it only announces the list that follows ("We find:").
+        if not block.text.endswith((":", "：")):
             break
     return parts
 
@@ -219,7 +303,12 @@ def _is_real_paragraph(block: Block) -> bool:
 def _without_run_in(block: Block) -> str:
     """The block's text without a bold run-in heading ("**Background.** Text...")."""
     lead = block.lead_bold
-    if lead and len(lead.split()) <= 8 and block.text.startswith(lead) and len(block.text) > len(lead):
+    if (
+        lead
+        and len(lead.split()) <= 8
+        and block.text.startswith(lead)
+        and len(block.text) > len(lead)
+    ):
         rest = block.text[len(lead) :]
         if lead.endswith((".", ":")) or rest.lstrip().startswith((".", ":", "—", "–")):
             return rest.lstrip(" .:—–")
@@ -242,7 +331,9 @@ def _opening_sentences(block: Block) -> list[str]:
 
 def _terms(text: str) -> Counter[str]:
     return Counter(
-        w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if len(w) > 2 and w not in _STOP
+        w
+        for w in (m.group(0).lower() for m in _WORD.finditer(text))
+        if len(w) > 2 and w not in _STOP
     )
 
 

@@ -1,3 +1,5 @@
+# ruff: noqa: RUF001
+# Non-ASCII punctuation and non-Latin text are used on purpose.
 """A post's HTML (or plain text) as a list of text blocks that know what they were.
 
 The summarizer needs more than text: whether a line was a heading, a list item, a caption,
@@ -14,18 +16,81 @@ from html.parser import HTMLParser
 # Content that is never prose: styles and scripts, MathJax/MathML/SVG renderings (their
 # text is glyph soup), embedded media, forms, and page chrome that some feeds include.
 _SKIP = frozenset(
-    """
-    style script noscript template head title svg math iframe object embed video audio canvas
-    figcaption button select option textarea form nav map
-    """.split()
+    [
+        "style",
+        "script",
+        "noscript",
+        "template",
+        "head",
+        "title",
+        "svg",
+        "math",
+        "iframe",
+        "object",
+        "embed",
+        "video",
+        "audio",
+        "canvas",
+        "figcaption",
+        "button",
+        "select",
+        "option",
+        "textarea",
+        "form",
+        "nav",
+        "map",
+    ]
 )
-_VOID = frozenset("area base br col embed hr img input link meta param source track wbr".split())
-_HEADINGS = frozenset("h1 h2 h3 h4 h5 h6 summary dt".split())
+_VOID = frozenset(
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    ]
+)
+_HEADINGS = frozenset(["h1", "h2", "h3", "h4", "h5", "h6", "summary", "dt"])
 _BLOCKS = frozenset(
-    """
-    p div section article header footer main aside li dd blockquote pre table tr td th
-    ul ol dl figure center details address caption hr br body html
-    """.split()
+    [
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "main",
+        "aside",
+        "li",
+        "dd",
+        "blockquote",
+        "pre",
+        "table",
+        "tr",
+        "td",
+        "th",
+        "ul",
+        "ol",
+        "dl",
+        "figure",
+        "center",
+        "details",
+        "address",
+        "caption",
+        "hr",
+        "br",
+        "body",
+        "html",
+    ]
 )
 # Class or id names of containers that hold navigation, tables of contents, share buttons,
 # footnotes and similar furniture rather than the post itself.
@@ -37,7 +102,9 @@ _FURNITURE_CLASS = re.compile(
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")
-_TAGGED = re.compile(r"<(?:[a-zA-Z][\w:-]*|/[a-zA-Z][\w:-]*|!--)[^>]*>|&(?:#\d+|#x[\da-f]+|[a-z]+);", re.I)
+_TAGGED = re.compile(
+    r"<(?:[a-zA-Z][\w:-]*|/[a-zA-Z][\w:-]*|!--)[^>]*>|&(?:#\d+|#x[\da-f]+|[a-z]+);", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +175,12 @@ class _BlockParser(HTMLParser):
             return
         names = " ".join(v or "" for k, v in attrs if k in ("class", "id"))
         hidden = any(k == "aria-hidden" and v == "true" for k, v in attrs)
-        if tag in _SKIP or tag.startswith("mjx-") or hidden or (names and _FURNITURE_CLASS.search(names)):
+        if (
+            tag in _SKIP
+            or tag.startswith("mjx-")
+            or hidden
+            or (names and _FURNITURE_CLASS.search(names))
+        ):
             if tag not in _VOID:
                 self._skip.append(tag)
             return
@@ -192,7 +264,10 @@ def _plain_blocks(text: str) -> list[Block]:
                 kind = "li" if _BULLET.match(lines[-1]) or len(current) < len(lines) else "p"
                 blocks.append(_plain_block(" ".join(current), kind, group))
             continue
-        if len(lines) > 1 and all(len(line.split()) <= 12 and not line.rstrip().endswith((".", "!", "?")) for line in lines):
+        if len(lines) > 1 and all(
+            len(line.split()) <= 12 and not line.rstrip().endswith((".", "!", "?"))
+            for line in lines
+        ):
             # Short unpunctuated lines (a link list, a byline block) stay separate.
             blocks.extend(_plain_block(line, "p", 0) for line in lines)
             continue
@@ -232,7 +307,10 @@ def blocks_of(content: str, max_words: int | None = None) -> list[Block]:
     try:
         for at in range(0, len(content), _CHUNK):
             parser.feed(content[at : at + _CHUNK])
-            if max_words is not None and sum(len(b.text.split()) for b in parser.blocks) > max_words:
+            if (
+                max_words is not None
+                and sum(len(b.text.split()) for b in parser.blocks) > max_words
+            ):
                 break
         parser.close()
     except (AssertionError, ValueError):  # very old Pythons raised on some broken markup
@@ -243,4 +321,3 @@ def blocks_of(content: str, max_words: int | None = None) -> list[Block]:
         Block(b.kind, b.text, 1.0, b.lead_bold, b.group) if _BARE_URL.match(b.text) else b
         for b in blocks
     ]
-

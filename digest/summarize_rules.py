@@ -1,3 +1,5 @@
+# ruff: noqa: RUF001
+# Non-ASCII punctuation (full-width colons, dashes, curly quotes) is matched on purpose.
 """What a block or sentence *is*, by general rules: feed furniture, opening boilerplate,
 author-summary labels, captions, labels and link lines.
 
@@ -15,9 +17,12 @@ _I = re.IGNORECASE
 
 # Feed and CMS furniture: the feed's own lines around a post.
 _FURNITURE = [
-    re.compile(r"^(?:published|posted|updated|last updated|originally posted)\s+(?:on|at|in|by)\b", _I),
     re.compile(
-        r"^[\s(\[]*(?:discuss(?: this(?: post)?)?|\d*\s*comments?|read more|read on|continue reading|"
+        r"^(?:published|posted|updated|last updated|originally posted)\s+(?:on|at|in|by)\b", _I
+    ),
+    re.compile(
+        r"^[\s(\[]*(?:discuss(?: this(?: post)?)?|\d*\s*comments?|read more|read on|"
+        r"continue reading|"
         r"keep reading|read the (?:full|rest|whole)\b.*|view (?:post|comments|on \w+)|"
         r"leave a (?:comment|reply)|share(?: this(?: post)?)?|permalink|reply|like|tweet|print|"
         r"\[?(?:…|\.\.\.)\]?)[\s.:!…»→›>)\]]*$",
@@ -46,15 +51,20 @@ _NOTE_LABEL = re.compile(
 
 _PATTERNS: dict[str, list[re.Pattern[str]]] = {
     "acknowledgement": [
-        re.compile(r"^[\s(\[*_]*(?:(?:many|special|huge|big|sincere|warm)\s+)?(?:thanks|thank you)\b", _I),
+        re.compile(
+            r"^[\s(\[*_]*(?:(?:many|special|huge|big|sincere|warm)\s+)?(?:thanks|thank you)\b", _I
+        ),
         re.compile(r"^[\s(\[*_]*(?:with|and)\s+(?:many\s+|special\s+)?thanks\b", _I),
         re.compile(
-            r"\b(?:i'?m|i am|we'?re|we are|i'?d like to|we'?d like to|we would like to|i would like to)\s+"
+            r"\b(?:i'?m|i am|we'?re|we are|i'?d like to|we'?d like to|we would like to|"
+            r"i would like to)\s+"
             r"(?:\w+\s+){0,2}(?:grateful|thankful|indebted|thank|acknowledge)\b",
             _I,
         ),
         re.compile(r"^[\s(\[*_]*acknowledge?ments?\b", _I),
-        re.compile(r"\b(?:all\s+)?(?:remaining\s+)?(?:mistakes|errors)\s+are\s+(?:my|our|mine)\b", _I),
+        re.compile(
+            r"\b(?:all\s+)?(?:remaining\s+)?(?:mistakes|errors)\s+are\s+(?:my|our|mine)\b", _I
+        ),
         re.compile(
             r"^[\s(\[*_]*(?:written|drafted|edited|co-?written|produced|researched)\s+"
             r"(?:\w+\s+)?(?:with|by|in collaboration with|together with)\b",
@@ -70,7 +80,8 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
         re.compile(
             r"\b(?:work|research|project|post|writeup|write-up|paper|piece|essay|report|analysis|"
             r"this)\b[^.]{0,60}\b(?:done|conducted|carried out|completed|produced|written|prepared|"
-            r"developed|performed|started|begun|undertaken)\b[^.]{0,30}\b(?:as part of|as a part of|"
+            r"developed|performed|started|begun|undertaken)\b[^.]{0,30}\b(?:as part of|"
+            r"as a part of|"
             r"during|while at|at|for|under|through|in collaboration with|with support)\b",
             _I,
         ),
@@ -84,8 +95,14 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
     "crosspost": [
         re.compile(r"\bcross-?post(?:ed|ing)?\b", _I),
         re.compile(r"\b(?:originally|first)\s+(?:published|posted|appeared|written|shared)\b", _I),
-        re.compile(r"\b(?:also|originally)\s+(?:available|published|posted)\s+(?:on|at|in|over at)\b", _I),
-        re.compile(r"\bthis (?:post|article|essay|piece|newsletter)\b[^.]{0,20}\b(?:appeared|was published)\b", _I),
+        re.compile(
+            r"\b(?:also|originally)\s+(?:available|published|posted)\s+(?:on|at|in|over at)\b", _I
+        ),
+        re.compile(
+            r"\bthis (?:post|article|essay|piece|newsletter)\b[^.]{0,20}"
+            r"\b(?:appeared|was published)\b",
+            _I,
+        ),
         re.compile(r"\b(?:mirrored|reposted|republished|syndicated)\s+(?:from|with|here)\b", _I),
     ],
     "sequence": [
@@ -96,7 +113,8 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
             _I,
         ),
         re.compile(
-            r"\b(?:this is|this post is|this essay is|this article is|welcome to|here is|here'?s)\s+"
+            r"\b(?:this is|this post is|this essay is|this article is|welcome to|here is|"
+            r"here'?s)\s+"
             r"(?:the\s+|my\s+|our\s+)?(?:\w+\s+)?(?:first|second|third|fourth|fifth|sixth|seventh|"
             r"eighth|ninth|tenth|last|final|next|latest|concluding|\d+(?:st|nd|rd|th))\b[^.]{0,40}"
             r"\b(?:post|part|entry|installment|instalment|chapter|episode|article|essay|issue)\b",
@@ -108,8 +126,13 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
             r"companion|recent)\s+(?:post|article|essay|piece|installment|instalment|entry|part)\b",
             _I,
         ),
-        re.compile(r"^[\s(\[*_]*(?:last|previous|prior)\s+(?:post|article|essay|installment|entry|part)\b", _I),
-        re.compile(r"^[\s(\[*_]*(?:this|it)\s+is\s+(?:a\s+)?(?:follow-?up|sequel|continuation)\b", _I),
+        re.compile(
+            r"^[\s(\[*_]*(?:last|previous|prior)\s+(?:post|article|essay|installment|entry|part)\b",
+            _I,
+        ),
+        re.compile(
+            r"^[\s(\[*_]*(?:this|it)\s+is\s+(?:a\s+)?(?:follow-?up|sequel|continuation)\b", _I
+        ),
         re.compile(r"^[\s(\[*_]*(?:follow-?up|sequel)\s+to\b", _I),
     ],
     "call_to_action": [
@@ -176,13 +199,16 @@ _LABEL_INLINE = re.compile(rf"^[\s(\[*_]*{SUMMARY_LABEL}[\s)\]*_]*(?:[:：—–
 _TLDR = re.compile(r"^[\s(\[*_]*(?:tl\s*[;:,.]?\s*dr)[\s)\]*_]*[:：.\-—–]?\s*", _I)
 _TOC_HEADING = re.compile(
     r"^[\s*_]*(?:table of contents|contents|toc|in this (?:post|article|issue|essay)|outline|"
-    r"on this page|inhalt|inhaltsverzeichnis|sommaire|table des matières|содержание|оглавление|目录)"
+    r"on this page|inhalt|inhaltsverzeichnis|sommaire|table des matières|содержание|"
+    r"оглавление|目录)"
     r"[\s*_:]*$",
     _I,
 )
 
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]]*$")
-_LINK_LINE = re.compile(r"^(?:[\w .'’&/()-]{1,40}[:：]\s*)?(?:<?(?:https?://|www\.)\S+>?[\s,;|·]*)+$", _I)
+_LINK_LINE = re.compile(
+    r"^(?:[\w .'’&/()-]{1,40}[:：]\s*)?(?:<?(?:https?://|www\.)\S+>?[\s,;|·]*)+$", _I
+)
 
 
 def is_furniture(text: str) -> bool:
@@ -210,11 +236,7 @@ def is_link_line(block: Block) -> bool:
         return True
     # "Paper | Code | Demo", "Huggingface, Github": a few linked names and separators.
     words = block.text.split()
-    return (
-        block.link_share >= 0.3
-        and len(words) <= 10
-        and not _SENTENCE_END.search(block.text)
-    )
+    return block.link_share >= 0.3 and len(words) <= 10 and not _SENTENCE_END.search(block.text)
 
 
 def is_label(block: Block) -> bool:
