@@ -132,7 +132,7 @@ def _run(settings: Settings, now: datetime, verbose: int) -> int:
 
 
 def _preview(settings: Settings, email: str, now: datetime, out: Path | None) -> int:
-    from digest.run import preview_html
+    from digest.plan import preview_html
 
     html = preview_html(settings, email, now)
     target = out or Path(f"preview-{email}.html")

@@ -1,0 +1,78 @@
+"""Collecting: fetch every feed concurrently, parse, store entries first seen now.
+One bad feed is an outcome, not an exception."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from digest.config import FeedSettings, Settings
+from digest.errors import (
+    FeedError,
+)
+from digest.fetch import FetchResult, fetch_url, make_client, read_file
+from digest.parse import parse_feed
+from digest.store import (
+    FeedState,
+    Store,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedOutcome:
+    name: str
+    new: int = 0
+    error: str | None = None
+    not_modified: bool = False
+
+
+async def collect(
+    settings: Settings, store: Store, feed_rows: dict[str, FeedState], now: datetime
+) -> list[FeedOutcome]:
+    limit = asyncio.Semaphore(settings.collect.concurrency)
+    async with make_client(settings.collect.user_agent, settings.collect.concurrency) as client:
+
+        async def one(feed: FeedSettings) -> FeedOutcome:
+            state = feed_rows[feed.name]
+            async with limit:
+                try:
+                    fetched = await _fetch(settings, feed, state, client)
+                    if fetched.data is None:
+                        store.record_fetch(state.id, now, error=None, keep_validators=True)
+                        return FeedOutcome(feed.name, not_modified=True)
+                    location = settings.feed_location(feed)
+                    parsed = await asyncio.to_thread(
+                        parse_feed, fetched.data, location, fetched.content_type
+                    )
+                except FeedError as exc:
+                    store.record_fetch(state.id, now, error=str(exc))
+                    return FeedOutcome(feed.name, error=f"{settings.feed_location(feed)}: {exc}")
+            new = store.add_entries(state.id, parsed.entries, now)
+            store.record_fetch(
+                state.id,
+                now,
+                error=None,
+                etag=fetched.etag,
+                last_modified=fetched.last_modified,
+                title=feed.title or parsed.title or feed.name,
+            )
+            return FeedOutcome(feed.name, new=new)
+
+        return list(await asyncio.gather(*(one(f) for f in settings.feeds)))
+
+
+async def _fetch(
+    settings: Settings, feed: FeedSettings, state: FeedState, client: object
+) -> FetchResult:
+    location = settings.feed_location(feed)
+    if feed.is_local or feed.url.startswith("file://"):
+        return await asyncio.to_thread(read_file, location, settings.collect.max_bytes)
+    return await fetch_url(
+        client,  # type: ignore[arg-type]
+        location,
+        etag=state.etag,
+        last_modified=state.last_modified,
+        timeout=settings.collect.timeout,
+        max_bytes=settings.collect.max_bytes,
+    )
