@@ -1,0 +1,343 @@
+"""Cross-feed de-duplication: the same post reached through several feeds is one post.
+
+Three pieces of evidence, strongest first:
+
+1. **Canonical URL** -- scheme dropped, host lower-cased without ``www.``/``m.``, known mirror
+   domains mapped to one key (LessWrong, the Alignment Forum and GreaterWrong share post ids:
+   ``/posts/<id>/<slug>`` keys on the id), tracking parameters (``utm_*``, ``fbclid``,
+   ``gclid``, ``ref``, ``mc_cid``, ...) and fragments removed, trailing slash ignored.
+2. **Normalized title** -- decorations such as ``[AF]``, ``[Linkpost]``, ``(crosspost)`` and a
+   trailing ``— Site name`` removed -- plus dates within a few days and text that does not
+   contradict it.
+3. **Text containment** -- 5-word shingles of the opening; most of the shorter opening must
+   occur in the other.
+
+Vetoes keep two different posts apart even when they look alike: dates far apart (weekly
+"Open Thread" posts share a title) and titles that differ in numbers or dates ("AI #171" vs
+"AI #172"). A URL match outranks the date veto (it is the same page), but not a title *and*
+text that both disagree (a feed that gives every item its home page as link). Groups are
+merged only when no pair across them is vetoed, so a chain of look-alikes cannot glue two
+different posts together.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from digest.textindex import STOPWORDS, html_to_text, stem, words
+
+# Dates further apart than this veto a title- or text-based match.
+MAX_DAYS_APART = 4.0
+# Shingle size and how much of the opening is fingerprinted.
+SHINGLE = 5
+FINGERPRINT_WORDS = 160
+MIN_SHINGLES = 8
+# Thresholds (see `_same`).
+TITLE_MATCH_MIN_CONTAINMENT = 0.5
+TEXT_MATCH_CONTAINMENT = 0.8
+TEXT_ONLY_CONTAINMENT = 0.95
+TITLE_SIMILAR = 0.5
+
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "igshid",
+        "ref",
+        "ref_src",
+        "ref_url",
+        "referrer",
+        "mc_cid",
+        "mc_eid",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "trk",
+        "spm",
+        "cmpid",
+        "guccounter",
+        "oly_enc_id",
+        "oly_anon_id",
+        "vero_id",
+        "wickedid",
+        "_ga",
+        "_gl",
+        "ncid",
+        "sr_share",
+    }
+)
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_", "at_")
+
+# Hosts that serve the same posts under the same ids, mapped to one key.
+MIRRORS = {
+    "lesswrong.com": "lesswrong.com",
+    "alignmentforum.org": "lesswrong.com",
+    "greaterwrong.com": "lesswrong.com",
+    "lw.greaterwrong.com": "lesswrong.com",
+    "ea.greaterwrong.com": "forum.effectivealtruism.org",
+    "forum.effectivealtruism.org": "forum.effectivealtruism.org",
+}
+# On these sites a post's identity is its id; the slug after it may change.
+_ID_PATHS = re.compile(r"^/(?:posts|s/[^/]+/p|ea/posts)/([A-Za-z0-9]{8,24})(?:/|$)")
+
+_LEAD_TAGS = re.compile(r"^\s*(?:[\[(][^\])]{1,30}[\])]\s*[:\-–—]?\s*)+")
+_DECOR_WORDS = re.compile(
+    r"[\[(]\s*(?:cross[\s-]?post(?:ed)?|link[\s-]?post|repost(?:ed)?|mirror(?:ed)?)"
+    r"(?:\s+(?:from|to|on)\s+[^\])]*)?\s*[\])]",
+    re.I,
+)
+_LEAD_WORDS = re.compile(r"^\s*(?:cross[\s-]?post(?:ed)?|link[\s-]?post|repost)\s*[:\-–—]\s*", re.I)
+_SITE_SUFFIX = re.compile(r"\s+(?:[|·•]|[-–—])\s+([^|·•–—]{1,60})$")
+_MONTHS = frozenset(
+    "jan feb mar apr may jun jul aug sep sept oct nov dec january february march april june "
+    "july august september october november december".split()
+)
+
+
+@dataclass(slots=True)
+class Record:
+    """What de-duplication looks at for one entry."""
+
+    url: str
+    title: str
+    published: datetime | None
+    text: str  # visible text of the opening (already extracted from HTML)
+    tokens: list[str] | None = None  # words(text), when the caller has them already
+    url_key: str = ""
+    titles: frozenset[str] = frozenset()
+    title_terms: frozenset[str] = frozenset()
+    title_marks: frozenset[str] = frozenset()
+    shingles: frozenset[int] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        self.url_key = canonical_url(self.url)
+        self.titles = title_variants(self.title)
+        full = normalize_title(self.title)
+        toks = full.split()
+        self.title_terms = frozenset(stem(w) for w in toks if w not in STOPWORDS)
+        self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
+        toks = self.tokens if self.tokens is not None else words(self.text[: FINGERPRINT_WORDS * 12])
+        self.shingles = shingles(toks)
+        self.tokens = None
+
+
+def canonical_url(url: str) -> str:
+    """A key equal for the same page reached through mirrors or with tracking parameters.
+
+    Empty for URLs that name no particular page (no host, or a site's home page).
+    """
+    url = (url or "").strip()
+    if not url:
+        return ""
+    if "//" not in url:
+        url = "//" + url
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower().rstrip(".")
+        port = parts.port
+    except ValueError:
+        return ""
+    if not host:
+        return ""
+    for prefix in ("www.", "m.", "amp."):
+        if host.startswith(prefix) and host.count(".") >= 2:
+            host = host[len(prefix) :]
+    mirror = MIRRORS.get(host)
+    path = parts.path or "/"
+    if mirror is not None:
+        host = mirror
+        m = _ID_PATHS.match(path)
+        if m:
+            return f"{host}/posts/{m.group(1)}"
+    if port and port not in (80, 443):
+        host = f"{host}:{port}"
+    path = re.sub(r"/{2,}", "/", path)
+    if path.endswith("/index.html") or path.endswith("/index.htm"):
+        path = path[: path.rfind("/") + 1]
+    path = path.rstrip("/")
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    ]
+    if not path and not query:
+        return ""  # a home page says nothing about which post this is
+    key = host + path
+    if query:
+        key += "?" + urlencode(sorted(query))
+    return key
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKC", html.unescape(text or ""))
+    return text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+
+
+def normalize_title(title: str) -> str:
+    """Lower-cased words of a title with crosspost/linkpost decorations removed."""
+    t = _fold(title)
+    t = _DECOR_WORDS.sub(" ", t)
+    t = _LEAD_WORDS.sub("", t)
+    t = _LEAD_TAGS.sub("", t)
+    return " ".join(words(t))
+
+
+def title_variants(title: str) -> frozenset[str]:
+    """The normalized title, and the same without a trailing " — Site name" part."""
+    t = _fold(title)
+    t = _DECOR_WORDS.sub(" ", t)
+    t = _LEAD_WORDS.sub("", t)
+    t = _LEAD_TAGS.sub("", t).strip()
+    out = {" ".join(words(t))}
+    m = _SITE_SUFFIX.search(t)
+    if m and len(m.group(1).split()) <= 5:
+        head = " ".join(words(t[: m.start()]))
+        if len(head.split()) >= 2:
+            out.add(head)
+    out.discard("")
+    return frozenset(out)
+
+
+def shingles(tokens: list[str]) -> frozenset[int]:
+    """Hashes of the 5-word shingles of the first words of a text."""
+    toks = tokens[:FINGERPRINT_WORDS]
+    if len(toks) < SHINGLE:
+        return frozenset()
+    return frozenset(hash(s) for s in zip(*(toks[i:] for i in range(SHINGLE))))
+
+
+def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
+    """Share of the smaller shingle set found in the other; None when either is too short."""
+    if len(a) < MIN_SHINGLES or len(b) < MIN_SHINGLES:
+        return None
+    small, big = (a, b) if len(a) <= len(b) else (b, a)
+    return len(small & big) / len(small)
+
+
+def title_similarity(a: Record, b: Record) -> float:
+    if a.titles & b.titles:
+        return 1.0
+    if not a.title_terms or not b.title_terms:
+        return 0.0
+    return len(a.title_terms & b.title_terms) / len(a.title_terms | b.title_terms)
+
+
+def _days_apart(a: Record, b: Record) -> float | None:
+    if a.published is None or b.published is None:
+        return None
+    return abs((a.published - b.published).total_seconds()) / 86400.0
+
+
+def _conflict(a: Record, b: Record) -> bool:
+    """True when a and b must not be in one group, whatever else matches."""
+    cont = containment(a.shingles, b.shingles)
+    if a.url_key and a.url_key == b.url_key:
+        # Same page, unless title and text both say otherwise (a feed linking its home page).
+        return title_similarity(a, b) < TITLE_SIMILAR and cont is not None and cont < 0.5
+    days = _days_apart(a, b)
+    if days is not None and days > MAX_DAYS_APART:
+        return True
+    if a.title_marks and b.title_marks and a.title_marks != b.title_marks:
+        return True
+    return False
+
+
+def _same(a: Record, b: Record) -> bool:
+    """Whether two entries are the same post (see the module docstring)."""
+    if _conflict(a, b):
+        return False
+    if a.url_key and a.url_key == b.url_key:
+        return True
+    cont = containment(a.shingles, b.shingles)
+    if a.titles & b.titles:
+        return cont is None or cont >= TITLE_MATCH_MIN_CONTAINMENT
+    if cont is not None and cont >= TEXT_MATCH_CONTAINMENT:
+        return cont >= TEXT_ONLY_CONTAINMENT or title_similarity(a, b) >= TITLE_SIMILAR
+    return False
+
+
+def cluster(records: list[Record]) -> list[int]:
+    """For each record, the index of the first record of its group."""
+    n = len(records)
+    buckets: dict[object, list[int]] = {}
+    for i, r in enumerate(records):
+        keys: list[object] = []
+        if r.url_key:
+            keys.append("u:" + r.url_key)
+        keys.extend("t:" + t for t in r.titles)
+        keys.extend(r.shingles)
+        for k in keys:
+            buckets.setdefault(k, []).append(i)
+    pairs: set[tuple[int, int]] = set()
+    for members in buckets.values():
+        if len(members) < 2 or len(members) > 32:
+            continue  # singletons, or boilerplate shared by many posts
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                pairs.add((members[x], members[y]))
+
+    parent = list(range(n))
+    groups: dict[int, list[int]] = {i: [i] for i in range(n)}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in sorted(pairs):
+        ri, rj = find(i), find(j)
+        if ri == rj or not _same(records[i], records[j]):
+            continue
+        if any(_conflict(records[x], records[y]) for x in groups[ri] for y in groups[rj]):
+            continue
+        keep, gone = (ri, rj) if ri < rj else (rj, ri)
+        parent[gone] = keep
+        groups[keep].extend(groups.pop(gone))
+    return [find(i) for i in range(n)]
+
+
+def parse_when(value: object) -> datetime | None:
+    """An aware datetime from a datetime or an ISO 8601 string (naive means UTC)."""
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def record_from_dict(entry: dict[str, Any]) -> Record:
+    return Record(
+        url=str(entry.get("url") or ""),
+        title=str(entry.get("title") or ""),
+        published=parse_when(entry.get("published")),
+        text=html_to_text(str(entry.get("content") or "")),
+    )
+
+
+def group(entries: list[dict[str, Any]]) -> list[str]:
+    """One group label per entry; equal labels mean the same post.
+
+    Each entry is a dict with ``entry_id``, ``feed``, ``url``, ``title``, ``published`` (ISO 8601
+    or datetime) and ``content`` (the feed's HTML). The label is ``g<n>``, n being the position
+    of the group's first entry.
+    """
+    roots = cluster([record_from_dict(e) for e in entries])
+    return [f"g{r}" for r in roots]

@@ -1,0 +1,170 @@
+"""Small, fast text helpers shared by ranking and de-duplication.
+
+Kept deliberately independent of `digest.summarize`: ranking needs only the visible words
+of a post's opening, quickly, for hundreds of posts per digest.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+
+# How much of a post's HTML we look at, and how many words of its opening we keep.
+HTML_BUDGET = 6000
+OPENING_WORDS = 300
+
+_SKIP_BLOCKS = ("style", "script", "noscript", "svg", "template")
+_TAG = re.compile(r"<[^>]*>")
+_BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|div|br|li|h[1-6]|blockquote|tr|td|pre)\b[^>]*>", re.I)
+_WS = re.compile(r"\s+")
+# LessWrong (and its mirrors) frame each item: "Published on <date><br/><br/>" ... "Discuss".
+_PUBLISHED = re.compile(r"^\s*Published on [^<\n]{3,60}?(?:<br\s*/?>\s*)+", re.I)
+_DISCUSS = re.compile(r"(?:<br\s*/?>\s*)*<a [^>]*#comments[^>]*>\s*Discuss\s*</a>\s*$", re.I)
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-‐‑][a-z0-9]+)*(?:['’][a-z]+)?")
+_HYPHENS = re.compile(r"[-‐‑]")
+
+STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each few
+    for from further had has have having he her here hers him his how i if in into is it its
+    itself just me more most my no nor not now of off on once only or other our ours out over
+    own same she should so some such than that the their theirs them then there these they
+    this those through to too under until up very was we were what when where which while who
+    whom why will with would you your yours s t don re ve ll d m via per we'd i'm it's""".split()
+)
+
+
+_SKIP_OPEN = re.compile(r"<(" + "|".join(_SKIP_BLOCKS) + r")\b", re.I)
+_SKIP_CLOSE = {name: re.compile(r"</" + name + r"\s*>", re.I) for name in _SKIP_BLOCKS}
+
+
+def _drop_blocks(raw: str, budget: int) -> str:
+    """The first `budget` characters of `raw` outside <style>/<script>/... blocks."""
+    out: list[str] = []
+    size = 0
+    pos = 0
+    n = len(raw)
+    while pos < n and size < budget:
+        m = _SKIP_OPEN.search(raw, pos, min(n, pos + budget - size))
+        if m is None:
+            piece = raw[pos : pos + budget - size]
+            out.append(piece)
+            break
+        piece = raw[pos : m.start()]
+        out.append(piece)
+        size += len(piece)
+        end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end())
+        if end is None:
+            break
+        pos = end.end()
+        out.append(" ")
+    return "".join(out)
+
+
+def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
+    """Visible text of the start of an HTML fragment, whitespace collapsed.
+
+    Drops <style>/<script> contents, the feed's "Published on ..." line and the trailing
+    "Discuss" link. Only the first `budget` characters of HTML (outside skipped blocks) are read.
+    """
+    if not raw:
+        return ""
+    raw = _PUBLISHED.sub("", raw, count=1)
+    if len(raw) < budget:
+        raw = _DISCUSS.sub("", raw)
+    if "<" in raw:
+        raw = _drop_blocks(raw, budget)
+        raw = _BLOCK_TAG.sub(" ", raw)
+        raw = _TAG.sub("", raw)
+        # An unfinished tag cut by the budget.
+        cut = raw.rfind("<")
+        if cut != -1 and ">" not in raw[cut:]:
+            raw = raw[:cut]
+    else:
+        raw = raw[:budget]
+    if "&" in raw:
+        raw = html.unescape(raw)
+    return _WS.sub(" ", raw).strip()
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens; intra-word hyphens are joined ("fine-tuning" -> "finetuning")."""
+    toks = _TOKEN.findall(text.lower())
+    if "-" in text or "‐" in text or "‑" in text:
+        toks = [_HYPHENS.sub("", t) for t in toks]
+    return toks
+
+
+_SUFFIXES = (
+    ("ational", "ate"),
+    ("ization", "ize"),
+    ("isation", "ize"),
+    ("ability", "able"),
+    ("ibility", "ible"),
+    ("fulness", "ful"),
+    ("ousness", "ous"),
+    ("iveness", "ive"),
+    ("ations", "ate"),
+    ("ation", "ate"),
+    ("ities", "ity"),
+    ("ings", ""),
+    ("ing", ""),
+    ("ies", "y"),
+    ("ied", "y"),
+    ("ers", ""),
+    ("er", ""),
+    ("es", ""),
+    ("ed", ""),
+    ("ly", ""),
+    ("s", ""),
+)
+_STEM_CACHE: dict[str, str] = {}
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to meet "monitors"/"monitoring", "leaks"/"leaked"."""
+    got = _STEM_CACHE.get(word)
+    if got is not None:
+        return got
+    out = word
+    if len(word) > 4 and not word.isdigit() and not word.endswith(("ss", "us", "is")):
+        for suffix, repl in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 4:
+                out = word[: len(word) - len(suffix)] + repl
+                break
+        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
+        if out.endswith(("able", "ible")) and len(out) > 7:
+            out = out[:-4]
+        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
+        if out.endswith("e") and len(out) > 4:
+            out = out[:-1]
+    if len(_STEM_CACHE) < 200_000:
+        _STEM_CACHE[word] = out
+    return out
+
+
+# word -> its stem, or "" for a stopword
+_TERM_CACHE: dict[str, str] = {}
+
+
+def term_seq(toks: list[str]) -> list[str]:
+    """Stemmed content terms of already tokenized words, stopwords removed, in order."""
+    cache = _TERM_CACHE
+    for w in set(toks).difference(cache):
+        cache[w] = "" if w in STOPWORDS else stem(w)
+    if len(cache) > 200_000:  # keep memory bounded in a long-running daemon
+        cache.clear()
+        return [t for t in (("" if w in STOPWORDS else stem(w)) for w in toks) if t]
+    return list(filter(None, map(cache.__getitem__, toks)))
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content terms of `text`, stopwords removed, in order."""
+    return term_seq(words(text))
+
+
+def opening(text: str, n_words: int = OPENING_WORDS) -> str:
+    """The first `n_words` words of plain text."""
+    parts = text.split(" ", n_words)
+    return " ".join(parts[:n_words])
