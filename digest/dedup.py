@@ -9,8 +9,8 @@ Three pieces of evidence, strongest first:
 2. **Normalized title** -- decorations such as ``[AF]``, ``[Linkpost]``, ``(crosspost)`` and a
    trailing ``— Site name`` removed -- plus dates within a few days and text that does not
    contradict it.
-3. **Text containment** -- 5-word shingles of the opening; most of the shorter opening must
-   occur in the other.
+3. **Text containment** -- shingles of 4 consecutive content words of the opening; most
+   of the shorter opening must occur in the other.
 
 Vetoes keep two different posts apart even when they look alike: dates far apart (weekly
 "Open Thread" posts share a title) and titles that differ in numbers or dates ("AI #171" vs
@@ -22,22 +22,26 @@ different posts together.
 
 from __future__ import annotations
 
+import heapq
 import html
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.textindex import STOPWORDS, html_to_text, stem, words
+from digest.textindex import STOPWORDS, chunks, html_to_text, stem, term_seq, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
 # Shingle size and how much of the opening is fingerprinted.
-SHINGLE = 5
-FINGERPRINT_WORDS = 160
+SHINGLE = 4
+FINGERPRINT_TERMS = 70
 MIN_SHINGLES = 8
+SKETCH = 8
+BUCKET_CAP = 16  # a key shared by more entries than this is boilerplate
 # Thresholds (see `_same`).
 TITLE_MATCH_MIN_CONTAINMENT = 0.5
 TEXT_MATCH_CONTAINMENT = 0.8
@@ -92,17 +96,45 @@ MIRRORS = {
 # On these sites a post's identity is its id; the slug after it may change.
 _ID_PATHS = re.compile(r"^/(?:posts|s/[^/]+/p|ea/posts)/([A-Za-z0-9]{8,24})(?:/|$)")
 
-_LEAD_TAGS = re.compile(r"^\s*(?:[\[(][^\])]{1,30}[\])]\s*[:\-–—]?\s*)+")
+_LEAD_TAGS = re.compile(r"^\s*(?:[\[(][^\])]{1,30}[\])]\s*[:\-\u2013\u2014]?\s*)+")
 _DECOR_WORDS = re.compile(
     r"[\[(]\s*(?:cross[\s-]?post(?:ed)?|link[\s-]?post|repost(?:ed)?|mirror(?:ed)?)"
     r"(?:\s+(?:from|to|on)\s+[^\])]*)?\s*[\])]",
     re.I,
 )
-_LEAD_WORDS = re.compile(r"^\s*(?:cross[\s-]?post(?:ed)?|link[\s-]?post|repost)\s*[:\-–—]\s*", re.I)
-_SITE_SUFFIX = re.compile(r"\s+(?:[|·•]|[-–—])\s+([^|·•–—]{1,60})$")
+_LEAD_WORDS = re.compile(
+    r"^\s*(?:cross[\s-]?post(?:ed)?|link[\s-]?post|repost)\s*[:\-\u2013\u2014]\s*", re.I
+)
+_SITE_SUFFIX = re.compile(
+    r"\s+(?:[|\u00b7\u2022]|[-\u2013\u2014])\s+([^|\u00b7\u2022\u2013\u2014]{1,60})$"
+)
 _MONTHS = frozenset(
-    "jan feb mar apr may jun jul aug sep sept oct nov dec january february march april june "
-    "july august september october november december".split()
+    [
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
 )
 
 
@@ -114,7 +146,7 @@ class Record:
     title: str
     published: datetime | None
     text: str  # visible text of the opening (already extracted from HTML)
-    tokens: list[str] | None = None  # words(text), when the caller has them already
+    tokens: list[str] | None = None  # term_seq of the text's opening, if the caller has it
     url_key: str = ""
     titles: frozenset[str] = frozenset()
     title_terms: frozenset[str] = frozenset()
@@ -124,12 +156,12 @@ class Record:
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
         self.titles = title_variants(self.title)
-        full = normalize_title(self.title)
-        toks = full.split()
+        toks = normalize_title(self.title).split()
         self.title_terms = frozenset(stem(w) for w in toks if w not in STOPWORDS)
         self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
-        toks = self.tokens if self.tokens is not None else words(self.text[: FINGERPRINT_WORDS * 12])
-        self.shingles = shingles(toks)
+        if self.tokens is None:
+            self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
+        self.shingles = shingles(self.tokens)
         self.tokens = None
 
 
@@ -163,13 +195,14 @@ def canonical_url(url: str) -> str:
             return f"{host}/posts/{m.group(1)}"
     if port and port not in (80, 443):
         host = f"{host}:{port}"
-    path = re.sub(r"/{2,}", "/", path)
+    if "//" in path:
+        path = re.sub(r"/{2,}", "/", path)
     if path.endswith("/index.html") or path.endswith("/index.htm"):
         path = path[: path.rfind("/") + 1]
     path = path.rstrip("/")
     query = [
         (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        for k, v in (parse_qsl(parts.query, keep_blank_values=True) if parts.query else ())
         if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
     ]
     if not path and not query:
@@ -181,25 +214,36 @@ def canonical_url(url: str) -> str:
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", html.unescape(text or ""))
-    return text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+    text = text or ""
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return (
+        text.replace("\u2019", "'")
+        .replace("\u2018", "'")
+        .replace("\u201c", '"')
+        .replace("\u201d", '"')
+    )
+
+
+def _undecorate(title: str) -> str:
+    t = _fold(title)
+    if "[" in t or "(" in t or ":" in t:
+        t = _DECOR_WORDS.sub(" ", t)
+        t = _LEAD_WORDS.sub("", t)
+        t = _LEAD_TAGS.sub("", t)
+    return t.strip()
 
 
 def normalize_title(title: str) -> str:
     """Lower-cased words of a title with crosspost/linkpost decorations removed."""
-    t = _fold(title)
-    t = _DECOR_WORDS.sub(" ", t)
-    t = _LEAD_WORDS.sub("", t)
-    t = _LEAD_TAGS.sub("", t)
-    return " ".join(words(t))
+    return " ".join(words(_undecorate(title)))
 
 
 def title_variants(title: str) -> frozenset[str]:
     """The normalized title, and the same without a trailing " — Site name" part."""
-    t = _fold(title)
-    t = _DECOR_WORDS.sub(" ", t)
-    t = _LEAD_WORDS.sub("", t)
-    t = _LEAD_TAGS.sub("", t).strip()
+    t = _undecorate(title)
     out = {" ".join(words(t))}
     m = _SITE_SUFFIX.search(t)
     if m and len(m.group(1).split()) <= 5:
@@ -211,11 +255,11 @@ def title_variants(title: str) -> frozenset[str]:
 
 
 def shingles(tokens: list[str]) -> frozenset[int]:
-    """Hashes of the 5-word shingles of the first words of a text."""
-    toks = tokens[:FINGERPRINT_WORDS]
+    """Hashes of the shingles (4 consecutive content terms) of the start of a text."""
+    toks = tokens[:FINGERPRINT_TERMS]
     if len(toks) < SHINGLE:
         return frozenset()
-    return frozenset(hash(s) for s in zip(*(toks[i:] for i in range(SHINGLE))))
+    return frozenset(map(hash, zip(*(toks[i:] for i in range(SHINGLE)), strict=False)))
 
 
 def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
@@ -242,16 +286,14 @@ def _days_apart(a: Record, b: Record) -> float | None:
 
 def _conflict(a: Record, b: Record) -> bool:
     """True when a and b must not be in one group, whatever else matches."""
-    cont = containment(a.shingles, b.shingles)
     if a.url_key and a.url_key == b.url_key:
+        cont = containment(a.shingles, b.shingles)
         # Same page, unless title and text both say otherwise (a feed linking its home page).
         return title_similarity(a, b) < TITLE_SIMILAR and cont is not None and cont < 0.5
     days = _days_apart(a, b)
     if days is not None and days > MAX_DAYS_APART:
         return True
-    if a.title_marks and b.title_marks and a.title_marks != b.title_marks:
-        return True
-    return False
+    return bool(a.title_marks and b.title_marks and a.title_marks != b.title_marks)
 
 
 def _same(a: Record, b: Record) -> bool:
@@ -271,22 +313,31 @@ def _same(a: Record, b: Record) -> bool:
 def cluster(records: list[Record]) -> list[int]:
     """For each record, the index of the first record of its group."""
     n = len(records)
-    buckets: dict[object, list[int]] = {}
+    # Exact keys: canonical URL and title variants.
+    buckets: dict[str, list[int]] = {}
     for i, r in enumerate(records):
-        keys: list[object] = []
+        keys = ["t:" + t for t in r.titles]
         if r.url_key:
             keys.append("u:" + r.url_key)
-        keys.extend("t:" + t for t in r.titles)
-        keys.extend(r.shingles)
         for k in keys:
             buckets.setdefault(k, []).append(i)
     pairs: set[tuple[int, int]] = set()
     for members in buckets.values():
-        if len(members) < 2 or len(members) > 32:
-            continue  # singletons, or boilerplate shared by many posts
-        for x in range(len(members)):
-            for y in range(x + 1, len(members)):
-                pairs.add((members[x], members[y]))
+        if 2 <= len(members) <= BUCKET_CAP:
+            pairs.update(itertools.combinations(members, 2))
+    # Text: index each opening's SKETCH smallest shingle hashes and probe every opening's
+    # shingles against them. A pair with containment >= 0.8 shares a sketch hash unless all
+    # of the smaller opening's sketch falls in the other 20% (about 0.2 ** SKETCH).
+    owners: dict[int, list[int]] = {}
+    for i, r in enumerate(records):
+        for h in heapq.nsmallest(SKETCH, r.shingles):
+            owners.setdefault(h, []).append(i)
+    sketched = set(owners)
+    for i, r in enumerate(records):
+        for h in r.shingles & sketched:
+            others = owners[h]
+            if len(others) <= BUCKET_CAP:
+                pairs.update((min(i, j), max(i, j)) for j in others if j != i)
 
     parent = list(range(n))
     groups: dict[int, list[int]] = {i: [i] for i in range(n)}
@@ -320,7 +371,7 @@ def parse_when(value: object) -> datetime | None:
             return None
     else:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def record_from_dict(entry: dict[str, Any]) -> Record:

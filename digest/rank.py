@@ -7,11 +7,12 @@ Score of a post (all parts pure functions of the post, the profile and `now`)::
     weight = feed's config weight * subscriber's weight for that feed (default 1)
     R      = rel / (rel + 3)                           text relevance, 0..1
     rel    = best interest + 0.3 * the other interests' scores
-    interest score = BM25F over title (x3), summary (x1.5) and the opening 300 words (x1)
+    interest score = BM25F over title (x3), summary (x1.5) and the opening 150 words (x1)
                      of the interest's words (scaled by the share of them present), its exact
                      phrase, and related terms from `rank_terms.RELATED` (x0.4)
     F      = 0.5 ** (age_hours / 48)                   freshness
-    L      = min(1, log(1 + words) / log(1 + 400))     small length prior (stubs lose a little)
+    L      = min(1, log(1 + n) / log(1 + 70))          small length prior, n = content words
+                                                        of the opening (stubs lose a little)
 
 With no interests R is 0 and the order is by feed weight and freshness. Featured items are
 then picked by maximal marginal relevance (0.75 * score / best - 0.25 * similarity to what is
@@ -21,23 +22,24 @@ cap; muted posts are never featured; everything else goes to `more`, best first.
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import html_to_text, opening, term_seq, terms, words
+from digest.textindex import chunks, html_to_text, opening, term_seq, terms
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
 LENGTH_WEIGHT = 0.05
-LENGTH_FULL_WORDS = 400
+LENGTH_FULL_TERMS = 70
 RELEVANCE_K = 3.0
 OTHER_INTERESTS = 0.3
 EXPANSION_WEIGHT = 0.4
@@ -48,7 +50,7 @@ B = 0.75
 FIELD_WEIGHTS = {"title": 3.0, "summary": 1.5, "body": 1.0}
 # Diversity
 MMR_LAMBDA = 0.75
-MMR_POOL = 3  # featured slots x this many candidates are considered by MMR
+MMR_POOL = 2  # featured slots x this many candidates are considered by MMR
 TOPIC_SIMILARITY = 0.6  # how much "matched the same interests" counts as similarity
 VECTOR_TERMS = 30
 # A reason is given for each interest scoring at least this share of the post's best one.
@@ -133,14 +135,17 @@ class _Doc:
 def _doc(
     title: str, summary: str, text: str, body: list[str], when: datetime | None, weight: float
 ) -> _Doc:
-    """`body` is the word tokens of the opening of `text`."""
-    seqs = {"title": terms(title), "summary": terms(summary), "body": term_seq(body)}
+    """`body` is the terms (`textindex.term_seq`) of the opening of `text`."""
+    seqs = {
+        "title": terms(title),
+        "summary": terms(summary) if summary else [],
+        "body": body,
+    }
     fields = {k: Counter(v) for k, v in seqs.items()}
     joined = " " + " | ".join(" ".join(v) for v in seqs.values()) + " "
     n_words = len(body)
-    present: set[str] = set()
-    for c in fields.values():
-        present.update(c)
+    present = set(fields["body"])
+    present.update(fields["title"], fields["summary"])
     return _Doc(
         present=present,
         fields=fields,
@@ -201,11 +206,12 @@ class _Index:
         idf = sum(self.idf(t) for t in phrase) / len(phrase)
         return self._saturate(tf, idf)
 
-    def match(self, d: _Doc, phrase: tuple[str, ...]) -> float:
-        """Words of `phrase` (scaled by the share present) plus the exact phrase."""
-        if d.present.isdisjoint(phrase):
-            return 0.0
-        scores = [self.term_score(d, t) for t in phrase]
+    def match(self, d: _Doc, phrase: tuple[str, ...], term_scores: dict[str, float]) -> float:
+        """Words of `phrase` (scaled by the share present) plus the exact phrase.
+
+        `term_scores` holds `term_score(d, t)` for the terms of `d` that occur in queries.
+        """
+        scores = [term_scores.get(t, 0.0) for t in phrase]
         present = sum(1 for s in scores if s > 0)
         if not present:
             return 0.0
@@ -214,15 +220,20 @@ class _Index:
 
 
 def _interest_scores(
-    index: _Index, d: _Doc, queries: list[_Query]
+    index: _Index, d: _Doc, queries: list[_Query], vocab: frozenset[str]
 ) -> list[tuple[_Query, float, float]]:
-    """(query, own score, related score) per interest."""
+    """(query, own score, related score) per interest; `vocab` is every query term."""
+    hits = d.present & vocab
+    if not hits:
+        return [(q, 0.0, 0.0) for q in queries]
+    scores = {t: index.term_score(d, t) for t in hits}
     out = []
     for q in queries:
-        own = index.match(d, q.terms)
+        own = index.match(d, q.terms, scores) if not hits.isdisjoint(q.terms) else 0.0
         rel = 0.0
         for phrase in q.related:
-            rel += index.match(d, phrase)
+            if not hits.isdisjoint(phrase):
+                rel += index.match(d, phrase, scores)
         out.append((q, own, EXPANSION_WEIGHT * min(rel, 3.0 * RELEVANCE_K)))
     return out
 
@@ -230,7 +241,7 @@ def _interest_scores(
 # --------------------------------------------------------------------------- semantic extra
 
 _Embedder = Callable[[list[str]], list[list[float]]]
-_embedder: _Embedder | None | bool = False  # False: not tried yet; None: not available
+_embedder: _Embedder | bool | None = False  # False: not tried yet; None: not available
 SEMANTIC_WEIGHT = 0.3
 
 
@@ -260,7 +271,7 @@ def _semantic(queries: list[_Query], docs: list[_Doc], titles: list[str]) -> lis
     try:
         qv = embed([q.label for q in queries])
         dv = embed([f"{t}. {opening(d.text, 60)}" for t, d in zip(titles, docs, strict=True)])
-    except Exception:  # noqa: BLE001 - an optional extra must never break a digest
+    except Exception:  # an optional extra must never break a digest
         return None
     out = []
     for v in dv:
@@ -288,7 +299,7 @@ def _freshness(when: datetime | None, now: datetime) -> float:
 
 
 def _length_prior(n_words: int) -> float:
-    return min(1.0, math.log1p(n_words) / math.log1p(LENGTH_FULL_WORDS))
+    return min(1.0, math.log1p(n_words) / math.log1p(LENGTH_FULL_TERMS))
 
 
 def _score_all(
@@ -301,10 +312,11 @@ def _score_all(
     index = _Index(docs)
     queries = _queries(interests)
     mutes = _mute_phrases(mute)
+    vocab = frozenset(t for q in queries for p in (q.terms, *q.related) for t in p)
     semantic = _semantic(queries, docs, titles)
     out: list[_Scored] = []
     for i, d in enumerate(docs):
-        per = _interest_scores(index, d, queries)
+        per = _interest_scores(index, d, queries, vocab)
         totals = [own + rel for _, own, rel in per]
         best = max(totals, default=0.0)
         rel_sum = best + OTHER_INTERESTS * (sum(totals) - best)
@@ -318,7 +330,9 @@ def _score_all(
         )
         reasons: list[str] = []
         if best >= REASON_MIN:
-            own_hits = [q.label for (q, own, rel) in per if own + rel >= REASON_SHARE * best and own > 0]
+            own_hits = [
+                q.label for (q, own, rel) in per if own + rel >= REASON_SHARE * best and own > 0
+            ]
             related = [
                 q.label
                 for (q, own, rel) in per
@@ -341,12 +355,12 @@ def _score_all(
 def _vectors(docs: list[_Doc], index: _Index) -> None:
     """Unit tf-idf vectors over each post's strongest terms, for MMR similarity."""
     for d in docs:
-        tf: Counter[str] = Counter()
+        tf: dict[str, float] = {}
         for f, w in FIELD_WEIGHTS.items():
             for t, n in d.fields[f].items():
-                tf[t] += w * n
+                tf[t] = tf.get(t, 0.0) + w * n
         weights = {t: (1.0 + math.log(n)) * index.idf(t) for t, n in tf.items()}
-        top = sorted(weights.items(), key=lambda kv: -kv[1])[:VECTOR_TERMS]
+        top = heapq.nlargest(VECTOR_TERMS, weights.items(), key=lambda kv: kv[1])
         norm = math.sqrt(sum(v * v for _, v in top)) or 1.0
         d.vector = {t: v / norm for t, v in top}
 
@@ -436,10 +450,16 @@ def _select(
     if not candidates:
         return Selection(featured=[], more=[]), {}
     texts = [html_to_text(c.content) for c in candidates]
-    bodies = [words(opening(t)) for t in texts]
+    bodies = [term_seq(chunks(t)) for t in texts]
     weights = [_effective_weight(c, profile) for c in candidates]
     records = [
-        Record(url=c.url, title=c.title, published=c.published, text=t, tokens=b)
+        Record(
+            url=c.url,
+            title=c.title,
+            published=c.published,
+            text=t,
+            tokens=b,
+        )
         for c, t, b in zip(candidates, texts, bodies, strict=True)
     ]
     roots = cluster(records)
@@ -516,7 +536,7 @@ def rank(interests: list[str], posts: list[dict[str, Any]]) -> list[str]:
         return []
     whens = [parse_when(p.get("published")) for p in posts]
     known = [w for w in whens if w is not None]
-    now = max(known) if known else datetime(2000, 1, 1, tzinfo=timezone.utc)
+    now = max(known) if known else datetime(2000, 1, 1, tzinfo=UTC)
     candidates = [
         Candidate(
             entry_id=i,

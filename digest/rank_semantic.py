@@ -17,7 +17,7 @@ def load() -> Callable[[list[str]], list[list[float]]] | None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         return _load()
-    except Exception:  # noqa: BLE001 - a missing or broken extra means "no semantic score"
+    except Exception:  # a missing or broken extra means "no semantic score"
         return None
 
 

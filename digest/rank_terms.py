@@ -91,11 +91,7 @@ RELATED: dict[str, tuple[str, ...]] = {
         "pathogen",
         "biological",
         "bioweapons",
-        
         "dna synthesis screening",
-        
-        
-        
         "far uvc",
     ),
     "pandemic preparedness": ("pandemic", "biosecurity", "outbreak", "pathogen", "ppe"),
@@ -105,5 +101,10 @@ RELATED: dict[str, tuple[str, ...]] = {
     "animal welfare": ("factory farming", "animals", "welfare", "cage free"),
     "climate": ("climate change", "emissions", "carbon", "warming"),
     "machine learning": ("deep learning", "neural network", "training", "llm"),
-    "deep learning theory": ("learning theory", "scaling laws", "generalization", "training dynamics"),
+    "deep learning theory": (
+        "learning theory",
+        "scaling laws",
+        "generalization",
+        "training dynamics",
+    ),
 }

@@ -8,30 +8,155 @@ from __future__ import annotations
 
 import html
 import re
-
+from collections.abc import Callable
 
 # How much of a post's HTML we look at, and how many words of its opening we keep.
-HTML_BUDGET = 6000
-OPENING_WORDS = 300
+HTML_BUDGET = 2000
+OPENING_WORDS = 150
 
 _SKIP_BLOCKS = ("style", "script", "noscript", "svg", "template")
 _TAG = re.compile(r"<[^>]*>")
-_BLOCK_TAG = re.compile(r"<\s*/?\s*(?:p|div|br|li|h[1-6]|blockquote|tr|td|pre)\b[^>]*>", re.I)
-_WS = re.compile(r"\s+")
 # LessWrong (and its mirrors) frame each item: "Published on <date><br/><br/>" ... "Discuss".
 _PUBLISHED = re.compile(r"^\s*Published on [^<\n]{3,60}?(?:<br\s*/?>\s*)+", re.I)
 _DISCUSS = re.compile(r"(?:<br\s*/?>\s*)*<a [^>]*#comments[^>]*>\s*Discuss\s*</a>\s*$", re.I)
-_TOKEN = re.compile(r"[a-z0-9]+(?:[-‐‑][a-z0-9]+)*(?:['’][a-z]+)?")
-_HYPHENS = re.compile(r"[-‐‑]")
+_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:['\u2019][a-z]+)?")
 
 STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been
-    before being below between both but by can could did do does doing down during each few
-    for from further had has have having he her here hers him his how i if in into is it its
-    itself just me more most my no nor not now of off on once only or other our ours out over
-    own same she should so some such than that the their theirs them then there these they
-    this those through to too under until up very was we were what when where which while who
-    whom why will with would you your yours s t don re ve ll d m via per we'd i'm it's""".split()
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "him",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "s",
+        "t",
+        "don",
+        "re",
+        "ve",
+        "ll",
+        "d",
+        "m",
+        "via",
+        "per",
+        "we'd",
+        "i'm",
+        "it's",
+    ]
 )
 
 
@@ -70,13 +195,15 @@ def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
     """
     if not raw:
         return ""
-    raw = _PUBLISHED.sub("", raw, count=1)
+    m = _PUBLISHED.match(raw)
+    if m:
+        raw = raw[m.end() :]
     if len(raw) < budget:
-        raw = _DISCUSS.sub("", raw)
+        tail = _DISCUSS.search(raw, max(0, len(raw) - 400))
+        if tail:
+            raw = raw[: tail.start()]
     if "<" in raw:
-        raw = _drop_blocks(raw, budget)
-        raw = _BLOCK_TAG.sub(" ", raw)
-        raw = _TAG.sub("", raw)
+        raw = _TAG.sub(" ", _drop_blocks(raw, budget))
         # An unfinished tag cut by the budget.
         cut = raw.rfind("<")
         if cut != -1 and ">" not in raw[cut:]:
@@ -85,14 +212,17 @@ def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
         raw = raw[:budget]
     if "&" in raw:
         raw = html.unescape(raw)
-    return _WS.sub(" ", raw).strip()
+    return " ".join(raw.split())
 
 
 def words(text: str) -> list[str]:
     """Lower-cased word tokens; intra-word hyphens are joined ("fine-tuning" -> "finetuning")."""
-    toks = _TOKEN.findall(text.lower())
-    if "-" in text or "‐" in text or "‑" in text:
-        toks = [_HYPHENS.sub("", t) for t in toks]
+    text = text.lower()
+    if "\u2010" in text or "\u2011" in text:
+        text = text.replace("\u2010", "-").replace("\u2011", "-")
+    toks = _TOKEN.findall(text)
+    if "-" in text:
+        toks = " ".join(toks).replace("-", "").split(" ")
     return toks
 
 
@@ -144,24 +274,50 @@ def stem(word: str) -> str:
     return out
 
 
-# word -> its stem, or "" for a stopword
+# Whitespace-separated chunk of lower-cased text -> its words / its terms, space-separated.
+_WORD_CACHE: dict[str, str] = {}
 _TERM_CACHE: dict[str, str] = {}
+_CACHE_LIMIT = 300_000
+
+
+def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:
+    """The first `limit` whitespace-separated chunks of `text`, lower-cased.
+
+    The cheap first step of tokenizing: `chunk_words` and `chunk_terms` turn chunks into
+    words and terms through per-chunk caches, so each distinct chunk is analysed once.
+    """
+    return text.lower().split(None, limit)[:limit]
+
+
+def _flatten(cache: dict[str, str], analyse: Callable[[str], str], toks: list[str]) -> list[str]:
+    if len(cache) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+        cache.clear()
+    for w in set(toks).difference(cache):
+        cache[w] = analyse(w)
+    return " ".join(map(cache.__getitem__, toks)).split()
+
+
+def _chunk_words(chunk: str) -> str:
+    return " ".join(words(chunk))
+
+
+def _chunk_terms(chunk: str) -> str:
+    return " ".join(stem(w) for w in words(chunk) if w not in STOPWORDS)
+
+
+def chunk_words(toks: list[str]) -> list[str]:
+    """`words` of the chunks, in order."""
+    return _flatten(_WORD_CACHE, _chunk_words, toks)
 
 
 def term_seq(toks: list[str]) -> list[str]:
-    """Stemmed content terms of already tokenized words, stopwords removed, in order."""
-    cache = _TERM_CACHE
-    for w in set(toks).difference(cache):
-        cache[w] = "" if w in STOPWORDS else stem(w)
-    if len(cache) > 200_000:  # keep memory bounded in a long-running daemon
-        cache.clear()
-        return [t for t in (("" if w in STOPWORDS else stem(w)) for w in toks) if t]
-    return list(filter(None, map(cache.__getitem__, toks)))
+    """Stemmed content terms of chunks, stopwords removed, in order."""
+    return _flatten(_TERM_CACHE, _chunk_terms, toks)
 
 
 def terms(text: str) -> list[str]:
     """Stemmed content terms of `text`, stopwords removed, in order."""
-    return term_seq(words(text))
+    return term_seq(chunks(text, 10**6))
 
 
 def opening(text: str, n_words: int = OPENING_WORDS) -> str:
