@@ -97,7 +97,7 @@ def build_500(posts: list[dict[str, Any]], n: int = 500) -> list[dict[str, Any]]
         when = datetime.fromisoformat(p["published"]) - timedelta(hours=v * 2)
         out.append(
             {
-                "id": f"{p['id']}-{v}",
+                "id": f"{p['id']}v{v}",
                 "title": p["title"] if v == 0 else f"{p['title']} (part {v})",
                 "url": f"https://blog{v}.example.org/{p['id']}/",
                 "published": when.isoformat(),

@@ -45,7 +45,7 @@ BUCKET_CAP = 16  # a key shared by more entries than this is boilerplate
 # Thresholds (see `_same`).
 TITLE_MATCH_MIN_CONTAINMENT = 0.5
 TEXT_MATCH_CONTAINMENT = 0.8
-TEXT_ONLY_CONTAINMENT = 0.95
+TEXT_ONLY_CONTAINMENT = 0.9
 TITLE_SIMILAR = 0.5
 
 TRACKING_PARAMS = frozenset(
@@ -108,6 +108,12 @@ _LEAD_WORDS = re.compile(
 _SITE_SUFFIX = re.compile(
     r"\s+(?:[|\u00b7\u2022]|[-\u2013\u2014])\s+([^|\u00b7\u2022\u2013\u2014]{1,60})$"
 )
+_REPLY = re.compile(
+    r"^\s*(?:\[[^\]]{1,30}\]\s*)?(?:re|reply to|response to|responding to|rebuttal to|"
+    r"comments? on|a reply to|a response to)\b\s*:?",
+    re.I,
+)
+_ID_HOSTS = tuple(f"{h}/posts/" for h in set(MIRRORS.values()))
 _MONTHS = frozenset(
     [
         "jan",
@@ -151,12 +157,17 @@ class Record:
     titles: frozenset[str] = frozenset()
     title_terms: frozenset[str] = frozenset()
     title_marks: frozenset[str] = frozenset()
+    reply: bool = False
+    post_id: str = ""  # the id in the URL, on sites whose URLs carry post ids (MIRRORS)
     shingles: frozenset[int] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
         self.titles = title_variants(self.title)
         toks = normalize_title(self.title).split()
+        self.reply = bool(_REPLY.match(_fold(self.title)))
+        if self.url_key.startswith(_ID_HOSTS):
+            self.post_id = self.url_key
         self.title_terms = frozenset(stem(w) for w in toks if w not in STOPWORDS)
         self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
         if self.tokens is None:
@@ -290,6 +301,10 @@ def _conflict(a: Record, b: Record) -> bool:
         cont = containment(a.shingles, b.shingles)
         # Same page, unless title and text both say otherwise (a feed linking its home page).
         return title_similarity(a, b) < TITLE_SIMILAR and cont is not None and cont < 0.5
+    if a.post_id and b.post_id and a.post_id != b.post_id:
+        return True  # two ids on a site whose URLs carry post ids: two posts
+    if a.reply != b.reply:
+        return True  # "Re: X" is a different post from X, however much of X it quotes
     days = _days_apart(a, b)
     if days is not None and days > MAX_DAYS_APART:
         return True
@@ -306,7 +321,12 @@ def _same(a: Record, b: Record) -> bool:
     if a.titles & b.titles:
         return cont is None or cont >= TITLE_MATCH_MIN_CONTAINMENT
     if cont is not None and cont >= TEXT_MATCH_CONTAINMENT:
-        return cont >= TEXT_ONLY_CONTAINMENT or title_similarity(a, b) >= TITLE_SIMILAR
+        if title_similarity(a, b) >= TITLE_SIMILAR:
+            return True
+        # Titles differ: only near-identical openings (each mostly inside the other), not a
+        # short post quoted in full inside a longer one.
+        both = len(a.shingles & b.shingles) / max(len(a.shingles), len(b.shingles))
+        return both >= TEXT_ONLY_CONTAINMENT
     return False
 
 
