@@ -105,7 +105,7 @@ def build_cases(posts: list[dict[str, Any]] | None = None) -> list[dict[str, Any
             url + "?ref=aggregator",
             f"{title} (lesswrong.com)",
             _shift(when, 30),
-            '<a href="https://news.example/item?id=%d">Comments</a>' % n,
+            f'<a href="https://news.example/item?id={n}">Comments</a>',
         )
         # different posts that look alike
         other = posts[(n + 5) % len(posts)]
@@ -206,7 +206,7 @@ def main() -> int:
     by_label: dict[str, set[str]] = {}
     for c, lab in zip(cases, labels, strict=True):
         by_label.setdefault(lab, set()).add(c["truth"])
-    for lab, ts in by_label.items():
+    for ts in by_label.values():
         if len(ts) > 1:
             print("  FALSE MERGE:", sorted(ts))
     missed: dict[str, set[str]] = {}

@@ -512,7 +512,7 @@ def _select(
     def item(s: _Scored) -> RankedItem:
         return RankedItem(
             candidate=candidates[reps[s.index]],
-            score=round(s.score, 6),
+            score=s.score,
             reasons=s.reasons,
             also_in=also[s.index],
         )
