@@ -1,36 +1,561 @@
-"""Order one subscriber's candidates, best first (first version: recency and feed weight)."""
+"""De-duplicate, score and order one subscriber's candidates, best first.
+
+Score of a post (all parts pure functions of the post, the profile and `now`)::
+
+    score = weight * (R + 0.15 * F + 0.05 * L)        (x 0.1 when a mute phrase matches)
+
+    weight = feed's config weight * subscriber's weight for that feed (default 1)
+    R      = rel / (rel + 3)                           text relevance, 0..1
+    rel    = best interest + 0.3 * the other interests' scores
+    interest score = BM25F over title (x3), summary (x1.5) and the opening 150 words (x1)
+                     of the interest's words (scaled by the share of them present), its exact
+                     phrase, and related terms from `rank_terms.RELATED` (x0.4)
+    F      = 0.5 ** (age_hours / 48)                   freshness
+    L      = min(1, log(1 + n) / log(1 + 70))          small length prior, n = content words
+                                                        of the opening (stubs lose a little)
+
+With no interests R is 0 and the order is by feed weight and freshness. Featured items are
+then picked by maximal marginal relevance (0.75 * score / best - 0.25 * similarity to what is
+already picked; similarity mixes text overlap and which interests matched) under the per-feed
+cap; muted posts are never featured; everything else goes to `more`, best first.
+"""
 
 from __future__ import annotations
 
+import heapq
 import math
-from datetime import datetime
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
+from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
+from digest.rank_terms import RELATED
+from digest.textindex import chunks, html_to_text, opening, term_seq, terms
 
 HALF_LIFE_HOURS = 48.0
+FRESHNESS_WEIGHT = 0.15
+LENGTH_WEIGHT = 0.05
+LENGTH_FULL_TERMS = 70
+RELEVANCE_K = 3.0
+OTHER_INTERESTS = 0.3
+EXPANSION_WEIGHT = 0.4
+MUTE_FACTOR = 0.1
+# BM25F
+K1 = 1.2
+B = 0.75
+FIELD_WEIGHTS = {"title": 3.0, "summary": 1.5, "body": 1.0}
+# Diversity
+MMR_LAMBDA = 0.75
+MMR_POOL = 2  # featured slots x this many candidates are considered by MMR
+TOPIC_SIMILARITY = 0.6  # how much "matched the same interests" counts as similarity
+VECTOR_TERMS = 30
+# A reason is given for each interest scoring at least this share of the post's best one.
+REASON_SHARE = 0.5
+REASON_MIN = 0.8
 
 
-def _score(c: Candidate, profile: Profile, now: datetime) -> float:
-    weight = profile.feed_weights.get(c.feed, c.feed_weight)
-    when = c.published or c.first_seen
+# --------------------------------------------------------------------------- interests
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One interest: its own terms and phrase, and related phrases."""
+
+    label: str
+    terms: tuple[str, ...]
+    related: tuple[tuple[str, ...], ...]
+
+
+def _phrase_terms(phrase: str) -> tuple[str, ...]:
+    return tuple(terms(phrase))
+
+
+def _related_for(label: str, own: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    keyed = {_phrase_terms(k): v for k, v in RELATED.items()}
+    found: list[str] = list(keyed.get(own, ()))
+    if not found:
+        # "mechanistic interpretability" -> also the entry for "interpretability".
+        for key, vals in keyed.items():
+            if key and len(key) < len(own) and _contains(own, key):
+                found.extend(vals)
+    out: list[tuple[str, ...]] = []
+    for phrase in found:
+        t = _phrase_terms(phrase)
+        if t and t != own and t not in out and not set(t) <= set(own):
+            out.append(t)
+    return tuple(out)
+
+
+def _contains(seq: tuple[str, ...], sub: tuple[str, ...]) -> bool:
+    n = len(sub)
+    return any(seq[i : i + n] == sub for i in range(len(seq) - n + 1))
+
+
+def _queries(interests: Sequence[str]) -> list[_Query]:
+    out: list[_Query] = []
+    for label in interests:
+        own = _phrase_terms(label)
+        if own:
+            out.append(_Query(label.strip(), own, _related_for(label, own)))
+    return out
+
+
+def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, " t1 t2 ") pairs for substring search in a document's term string."""
+    out = []
+    for label in mute:
+        t = _phrase_terms(label)
+        if t:
+            out.append((label.strip(), " " + " ".join(t) + " "))
+    return out
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@dataclass(slots=True)
+class _Doc:
+    present: set[str]
+    fields: dict[str, Counter[str]]
+    lengths: dict[str, int]
+    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
+    title_joined: str
+    n_words: int
+    when: datetime | None
+    weight: float
+    text: str
+    vector: dict[str, float] = field(default_factory=dict)
+    topics: dict[str, float] = field(default_factory=dict)
+
+
+def _doc(
+    title: str, summary: str, text: str, body: list[str], when: datetime | None, weight: float
+) -> _Doc:
+    """`body` is the terms (`textindex.term_seq`) of the opening of `text`."""
+    seqs = {
+        "title": terms(title),
+        "summary": terms(summary) if summary else [],
+        "body": body,
+    }
+    fields = {k: Counter(v) for k, v in seqs.items()}
+    joined = " " + " | ".join(" ".join(v) for v in seqs.values()) + " "
+    n_words = len(body)
+    present = set(fields["body"])
+    present.update(fields["title"], fields["summary"])
+    return _Doc(
+        present=present,
+        fields=fields,
+        lengths={k: len(v) for k, v in seqs.items()},
+        joined=joined,
+        title_joined=" " + " ".join(seqs["title"]) + " ",
+        n_words=n_words,
+        when=when,
+        weight=weight,
+        text=text,
+    )
+
+
+class _Index:
+    """Document frequencies and average field lengths over one digest's posts."""
+
+    def __init__(self, docs: list[_Doc]) -> None:
+        self.n = len(docs)
+        df: Counter[str] = Counter()
+        for d in docs:
+            df.update(d.present)
+        self.df = df
+        self.avg = {
+            f: max(1.0, sum(d.lengths[f] for d in docs) / max(1, self.n)) for f in FIELD_WEIGHTS
+        }
+        self._idf: dict[str, float] = {}
+
+    def idf(self, term: str) -> float:
+        got = self._idf.get(term)
+        if got is None:
+            df = self.df.get(term, 0)
+            got = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
+            self._idf[term] = got
+        return got
+
+    def _saturate(self, tf: float, idf: float) -> float:
+        return idf * tf * (K1 + 1.0) / (tf + K1) if tf > 0 else 0.0
+
+    def term_score(self, d: _Doc, term: str) -> float:
+        tf = 0.0
+        for f, w in FIELD_WEIGHTS.items():
+            n = d.fields[f].get(term, 0)
+            if n:
+                norm = 1.0 - B + B * d.lengths[f] / self.avg[f]
+                tf += w * n / norm
+        return self._saturate(tf, self.idf(term))
+
+    def phrase_score(self, d: _Doc, phrase: tuple[str, ...]) -> float:
+        """BM25-saturated score of an exact multi-word phrase (0 for single words)."""
+        if len(phrase) < 2:
+            return 0.0
+        needle = " " + " ".join(phrase) + " "
+        count = d.joined.count(needle)
+        if not count:
+            return 0.0
+        in_title = needle in d.title_joined
+        tf = count + (FIELD_WEIGHTS["title"] - 1.0 if in_title else 0.0)
+        idf = sum(self.idf(t) for t in phrase) / len(phrase)
+        return self._saturate(tf, idf)
+
+    def match(self, d: _Doc, phrase: tuple[str, ...], term_scores: dict[str, float]) -> float:
+        """Words of `phrase` (scaled by the share present) plus the exact phrase.
+
+        `term_scores` holds `term_score(d, t)` for the terms of `d` that occur in queries.
+        """
+        scores = [term_scores.get(t, 0.0) for t in phrase]
+        present = sum(1 for s in scores if s > 0)
+        if not present:
+            return 0.0
+        share = present / len(phrase)
+        return sum(scores) * share * share + self.phrase_score(d, phrase)
+
+
+def _interest_scores(
+    index: _Index, d: _Doc, queries: list[_Query], vocab: frozenset[str]
+) -> list[tuple[_Query, float, float]]:
+    """(query, own score, related score) per interest; `vocab` is every query term."""
+    hits = d.present & vocab
+    if not hits:
+        return [(q, 0.0, 0.0) for q in queries]
+    scores = {t: index.term_score(d, t) for t in hits}
+    out = []
+    for q in queries:
+        own = index.match(d, q.terms, scores) if not hits.isdisjoint(q.terms) else 0.0
+        rel = 0.0
+        for phrase in q.related:
+            if not hits.isdisjoint(phrase):
+                rel += index.match(d, phrase, scores)
+        out.append((q, own, EXPANSION_WEIGHT * min(rel, 3.0 * RELEVANCE_K)))
+    return out
+
+
+# --------------------------------------------------------------------------- semantic extra
+
+_Embedder = Callable[[list[str]], list[list[float]]]
+_embedder: _Embedder | bool | None = False  # False: not tried yet; None: not available
+SEMANTIC_WEIGHT = 0.3
+
+
+def _load_embedder() -> _Embedder | None:
+    """The optional local embedding model (``digest[semantic]``), or None.
+
+    Set DIGEST_SEMANTIC=0 to turn it off even when installed.
+    """
+    global _embedder
+    if _embedder is not False:
+        return _embedder if callable(_embedder) else None
+    _embedder = None
+    if os.environ.get("DIGEST_SEMANTIC", "1") == "0":
+        return None
+    try:
+        from digest import rank_semantic
+    except ImportError:  # pragma: no cover - module is part of the package
+        return None
+    _embedder = rank_semantic.load()
+    return _embedder if callable(_embedder) else None
+
+
+def _semantic(queries: list[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
+    embed = _load_embedder()
+    if embed is None or not queries or not docs:
+        return None
+    try:
+        qv = embed([q.label for q in queries])
+        dv = embed([f"{t}. {opening(d.text, 60)}" for t, d in zip(titles, docs, strict=True)])
+    except Exception:  # an optional extra must never break a digest
+        return None
+    out = []
+    for v in dv:
+        best = max(sum(a * b for a, b in zip(v, q, strict=False)) for q in qv)
+        out.append(max(0.0, (best - 0.15) / 0.45))  # cosine ~0.15 unrelated .. ~0.6 on topic
+    return [min(1.0, x) for x in out]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(slots=True)
+class _Scored:
+    index: int
+    score: float
+    reasons: tuple[str, ...]
+    muted: bool
+
+
+def _freshness(when: datetime | None, now: datetime) -> float:
+    if when is None:
+        return 0.5
     age_hours = max(0.0, (now - when).total_seconds() / 3600.0)
-    return weight * math.pow(0.5, age_hours / HALF_LIFE_HOURS)
+    return math.pow(0.5, age_hours / HALF_LIFE_HOURS)
+
+
+def _length_prior(n_words: int) -> float:
+    return min(1.0, math.log1p(n_words) / math.log1p(LENGTH_FULL_TERMS))
+
+
+def _score_all(
+    docs: list[_Doc],
+    titles: list[str],
+    interests: Sequence[str],
+    mute: Sequence[str],
+    now: datetime,
+) -> tuple[list[_Scored], _Index]:
+    index = _Index(docs)
+    queries = _queries(interests)
+    mutes = _mute_phrases(mute)
+    vocab = frozenset(t for q in queries for p in (q.terms, *q.related) for t in p)
+    semantic = _semantic(queries, docs, titles)
+    out: list[_Scored] = []
+    for i, d in enumerate(docs):
+        per = _interest_scores(index, d, queries, vocab)
+        totals = [own + rel for _, own, rel in per]
+        best = max(totals, default=0.0)
+        rel_sum = best + OTHER_INTERESTS * (sum(totals) - best)
+        relevance = rel_sum / (rel_sum + RELEVANCE_K)
+        if semantic is not None:
+            relevance = (1.0 - SEMANTIC_WEIGHT) * relevance + SEMANTIC_WEIGHT * semantic[i]
+        base = (
+            relevance
+            + FRESHNESS_WEIGHT * _freshness(d.when, now)
+            + LENGTH_WEIGHT * _length_prior(d.n_words)
+        )
+        reasons: list[str] = []
+        if best >= REASON_MIN:
+            own_hits = [
+                q.label for (q, own, rel) in per if own + rel >= REASON_SHARE * best and own > 0
+            ]
+            related = [
+                q.label
+                for (q, own, rel) in per
+                if own + rel >= REASON_SHARE * best and own == 0 and rel > 0
+            ]
+            if own_hits:
+                reasons.append("matches: " + ", ".join(own_hits[:3]))
+            if related:
+                reasons.append("related to: " + ", ".join(related[:3]))
+        d.topics = {q.label: t for (q, _, _), t in zip(per, totals, strict=True) if t > 0}
+        muted_by = [label for label, needle in mutes if needle in d.joined]
+        score = d.weight * base
+        if muted_by:
+            score *= MUTE_FACTOR
+            reasons.append("muted: " + ", ".join(muted_by[:3]))
+        out.append(_Scored(i, score, tuple(reasons), bool(muted_by)))
+    return out, index
+
+
+def _vectors(docs: list[_Doc], index: _Index) -> None:
+    """Unit tf-idf vectors over each post's strongest terms, for MMR similarity."""
+    for d in docs:
+        tf: dict[str, float] = {}
+        for f, w in FIELD_WEIGHTS.items():
+            for t, n in d.fields[f].items():
+                tf[t] = tf.get(t, 0.0) + w * n
+        weights = {t: (1.0 + math.log(n)) * index.idf(t) for t, n in tf.items()}
+        top = heapq.nlargest(VECTOR_TERMS, weights.items(), key=lambda kv: kv[1])
+        norm = math.sqrt(sum(v * v for _, v in top)) or 1.0
+        d.vector = {t: v / norm for t, v in top}
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(v * b[t] for t, v in a.items() if t in b)
+
+
+def _topic_cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    if not a or not b:
+        return 0.0
+    dot = sum(v * b.get(t, 0.0) for t, v in a.items())
+    na = math.sqrt(sum(v * v for v in a.values()))
+    nb = math.sqrt(sum(v * v for v in b.values()))
+    return dot / (na * nb)
+
+
+def _similarity(a: _Doc, b: _Doc) -> float:
+    return max(_cosine(a.vector, b.vector), TOPIC_SIMILARITY * _topic_cosine(a.topics, b.topics))
+
+
+def _order(
+    scored: list[_Scored],
+    docs: list[_Doc],
+    index: _Index,
+    feeds: list[str],
+    max_items: int,
+    per_feed_cap: int,
+) -> tuple[list[_Scored], list[_Scored]]:
+    """(featured in MMR order, the rest best first)."""
+    by_score = sorted(scored, key=lambda s: (-s.score, s.index))
+    eligible = [s for s in by_score if not s.muted]
+    pool = eligible[: max(max_items * MMR_POOL, max_items + 10)] if max_items else []
+    _vectors([docs[s.index] for s in pool], index)
+    top = pool[0].score if pool and pool[0].score > 0 else 1.0
+    featured: list[_Scored] = []
+    per_feed: Counter[str] = Counter()
+    max_sim = {s.index: 0.0 for s in pool}
+    remaining = list(pool)
+    while remaining and len(featured) < max_items:
+        best: _Scored | None = None
+        best_value = -math.inf
+        for s in remaining:
+            if per_feed[feeds[s.index]] >= per_feed_cap:
+                continue
+            value = MMR_LAMBDA * s.score / top - (1.0 - MMR_LAMBDA) * max_sim[s.index]
+            if value > best_value:
+                best, best_value = s, value
+        if best is None:
+            break
+        featured.append(best)
+        remaining.remove(best)
+        per_feed[feeds[best.index]] += 1
+        for s in remaining:
+            sim = _similarity(docs[s.index], docs[best.index])
+            if sim > max_sim[s.index]:
+                max_sim[s.index] = sim
+    chosen = {s.index for s in featured}
+    more = [s for s in by_score if s.index not in chosen]
+    return featured, more
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _effective_weight(c: Candidate, profile: Profile) -> float:
+    """The feed's config weight multiplied by the subscriber's weight for that feed."""
+    return max(0.0, c.feed_weight * profile.feed_weights.get(c.feed, 1.0))
 
 
 def select(profile: Profile, candidates: list[Candidate], now: datetime) -> Selection:
-    """Split candidates into the featured top (at most `max_items`, capped per feed) and the rest."""
-    ranked = sorted(
-        (RankedItem(c, _score(c, profile, now)) for c in candidates),
-        key=lambda r: (-r.score, r.candidate.entry_id),
+    """De-duplicate, score and order one subscriber's candidates.
+
+    Every candidate ends up exactly once: as a featured item (at most `max_items`, at most
+    `per_feed_cap` per feed, never muted), in `more` (best first), or in `merged` (folded into
+    the item of the same post from another feed, which names that feed in `also_in`).
+    """
+    return _select(profile, candidates, now)[0]
+
+
+def _select(
+    profile: Profile, candidates: list[Candidate], now: datetime
+) -> tuple[Selection, dict[int, list[int]]]:
+    """`select`, plus the entry ids folded into each shown item (keyed by its entry id)."""
+    if not candidates:
+        return Selection(featured=[], more=[]), {}
+    texts = [html_to_text(c.content) for c in candidates]
+    bodies = [term_seq(chunks(t)) for t in texts]
+    weights = [_effective_weight(c, profile) for c in candidates]
+    records = [
+        Record(
+            url=c.url,
+            title=c.title,
+            published=c.published,
+            text=t,
+            tokens=b,
+        )
+        for c, t, b in zip(candidates, texts, bodies, strict=True)
+    ]
+    roots = cluster(records)
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(roots):
+        groups.setdefault(r, []).append(i)
+
+    def rep_key(i: int) -> tuple[float, float, int]:
+        c = candidates[i]
+        when = c.published or c.first_seen
+        return (-weights[i], when.timestamp(), c.entry_id)
+
+    reps: list[int] = []
+    also: list[tuple[str, ...]] = []
+    merged: list[int] = []
+    folded: dict[int, list[int]] = {}
+    for members in groups.values():
+        members.sort(key=rep_key)
+        rep = members[0]
+        reps.append(rep)
+        folded[candidates[rep].entry_id] = [candidates[m].entry_id for m in members[1:]]
+        own = candidates[rep].feed
+        names: list[str] = []
+        for m in members[1:]:
+            merged.append(candidates[m].entry_id)
+            c = candidates[m]
+            name = c.feed_title or c.feed
+            if c.feed != own and name not in names:
+                names.append(name)
+        also.append(tuple(names))
+
+    docs = [
+        _doc(
+            candidates[i].title,
+            candidates[i].summary,
+            texts[i],
+            bodies[i],
+            candidates[i].published or candidates[i].first_seen,
+            weights[i],
+        )
+        for i in reps
+    ]
+    titles = [candidates[i].title for i in reps]
+    scored, index = _score_all(docs, titles, profile.interests, profile.mute, now)
+    feeds = [candidates[i].feed for i in reps]
+    featured, more = _order(
+        scored, docs, index, feeds, max(0, profile.max_items), max(0, profile.per_feed_cap)
     )
-    featured: list[RankedItem] = []
-    more: list[RankedItem] = []
-    per_feed: dict[str, int] = {}
-    for item in ranked:
-        feed = item.candidate.feed
-        if len(featured) < profile.max_items and per_feed.get(feed, 0) < profile.per_feed_cap:
-            featured.append(item)
-            per_feed[feed] = per_feed.get(feed, 0) + 1
-        else:
-            more.append(item)
-    return Selection(featured=featured, more=more)
+
+    def item(s: _Scored) -> RankedItem:
+        return RankedItem(
+            candidate=candidates[reps[s.index]],
+            score=s.score,
+            reasons=s.reasons,
+            also_in=also[s.index],
+        )
+
+    selection = Selection(
+        featured=[item(s) for s in featured],
+        more=[item(s) for s in more],
+        merged=sorted(merged),
+    )
+    return selection, folded
+
+
+def rank(interests: list[str], posts: list[dict[str, Any]]) -> list[str]:
+    """Post ids, best first, for a subscriber with these interests (stable benchmark API).
+
+    Each post is a dict with ``id``, ``title``, ``url``, ``published`` (ISO 8601), ``content``
+    (the feed's HTML) and optionally ``summary`` and ``feed``. "Now" is the newest post's
+    date, so the result does not depend on the clock. Duplicates of a post follow it directly.
+    """
+    if not posts:
+        return []
+    whens = [parse_when(p.get("published")) for p in posts]
+    known = [w for w in whens if w is not None]
+    now = max(known) if known else datetime(2000, 1, 1, tzinfo=UTC)
+    candidates = [
+        Candidate(
+            entry_id=i,
+            feed=str(p.get("feed") or "feed"),
+            feed_title=str(p.get("feed") or ""),
+            url=str(p.get("url") or ""),
+            title=str(p.get("title") or ""),
+            author="",
+            published=whens[i],
+            first_seen=whens[i] or now,
+            content=str(p.get("content") or ""),
+            summary=str(p.get("summary") or ""),
+        )
+        for i, p in enumerate(posts)
+    ]
+    profile = Profile(interests=tuple(interests), max_items=20, per_feed_cap=20)
+    sel, folded = _select(profile, candidates, now)
+    out: list[str] = []
+    for it in (*sel.featured, *sel.more):
+        out.append(str(posts[it.candidate.entry_id]["id"]))
+        out.extend(str(posts[m]["id"]) for m in folded.get(it.candidate.entry_id, ()))
+    return out

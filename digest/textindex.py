@@ -1,0 +1,326 @@
+"""Small, fast text helpers shared by ranking and de-duplication.
+
+Kept deliberately independent of `digest.summarize`: ranking needs only the visible words
+of a post's opening, quickly, for hundreds of posts per digest.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+
+# How much of a post's HTML we look at, and how many words of its opening we keep.
+HTML_BUDGET = 2000
+OPENING_WORDS = 150
+
+_SKIP_BLOCKS = ("style", "script", "noscript", "svg", "template")
+_TAG = re.compile(r"<[^>]*>")
+# LessWrong (and its mirrors) frame each item: "Published on <date><br/><br/>" ... "Discuss".
+_PUBLISHED = re.compile(r"^\s*Published on [^<\n]{3,60}?(?:<br\s*/?>\s*)+", re.I)
+_DISCUSS = re.compile(r"(?:<br\s*/?>\s*)*<a [^>]*#comments[^>]*>\s*Discuss\s*</a>\s*$", re.I)
+_TOKEN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*(?:['\u2019][a-z]+)?")
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "about",
+        "above",
+        "after",
+        "again",
+        "against",
+        "all",
+        "also",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "because",
+        "been",
+        "before",
+        "being",
+        "below",
+        "between",
+        "both",
+        "but",
+        "by",
+        "can",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doing",
+        "down",
+        "during",
+        "each",
+        "few",
+        "for",
+        "from",
+        "further",
+        "had",
+        "has",
+        "have",
+        "having",
+        "he",
+        "her",
+        "here",
+        "hers",
+        "him",
+        "his",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "itself",
+        "just",
+        "me",
+        "more",
+        "most",
+        "my",
+        "no",
+        "nor",
+        "not",
+        "now",
+        "of",
+        "off",
+        "on",
+        "once",
+        "only",
+        "or",
+        "other",
+        "our",
+        "ours",
+        "out",
+        "over",
+        "own",
+        "same",
+        "she",
+        "should",
+        "so",
+        "some",
+        "such",
+        "than",
+        "that",
+        "the",
+        "their",
+        "theirs",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "through",
+        "to",
+        "too",
+        "under",
+        "until",
+        "up",
+        "very",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "s",
+        "t",
+        "don",
+        "re",
+        "ve",
+        "ll",
+        "d",
+        "m",
+        "via",
+        "per",
+        "we'd",
+        "i'm",
+        "it's",
+    ]
+)
+
+
+_SKIP_OPEN = re.compile(r"<(" + "|".join(_SKIP_BLOCKS) + r")\b", re.I)
+_SKIP_CLOSE = {name: re.compile(r"</" + name + r"\s*>", re.I) for name in _SKIP_BLOCKS}
+
+
+def _drop_blocks(raw: str, budget: int) -> str:
+    """The first `budget` characters of `raw` outside <style>/<script>/... blocks."""
+    out: list[str] = []
+    size = 0
+    pos = 0
+    n = len(raw)
+    while pos < n and size < budget:
+        m = _SKIP_OPEN.search(raw, pos, min(n, pos + budget - size))
+        if m is None:
+            piece = raw[pos : pos + budget - size]
+            out.append(piece)
+            break
+        piece = raw[pos : m.start()]
+        out.append(piece)
+        size += len(piece)
+        end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end())
+        if end is None:
+            break
+        pos = end.end()
+        out.append(" ")
+    return "".join(out)
+
+
+def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
+    """Visible text of the start of an HTML fragment, whitespace collapsed.
+
+    Drops <style>/<script> contents, the feed's "Published on ..." line and the trailing
+    "Discuss" link. Only the first `budget` characters of HTML (outside skipped blocks) are read.
+    """
+    if not raw:
+        return ""
+    m = _PUBLISHED.match(raw)
+    if m:
+        raw = raw[m.end() :]
+    if len(raw) < budget:
+        tail = _DISCUSS.search(raw, max(0, len(raw) - 400))
+        if tail:
+            raw = raw[: tail.start()]
+    if "<" in raw:
+        raw = _TAG.sub(" ", _drop_blocks(raw, budget))
+        # An unfinished tag cut by the budget.
+        cut = raw.rfind("<")
+        if cut != -1 and ">" not in raw[cut:]:
+            raw = raw[:cut]
+    else:
+        raw = raw[:budget]
+    if "&" in raw:
+        raw = html.unescape(raw)
+    return " ".join(raw.split())
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens; intra-word hyphens are joined ("fine-tuning" -> "finetuning")."""
+    text = text.lower()
+    if "\u2010" in text or "\u2011" in text:
+        text = text.replace("\u2010", "-").replace("\u2011", "-")
+    toks = _TOKEN.findall(text)
+    if "-" in text:
+        toks = " ".join(toks).replace("-", "").split(" ")
+    return toks
+
+
+_SUFFIXES = (
+    ("ational", "ate"),
+    ("ization", "ize"),
+    ("isation", "ize"),
+    ("ability", "able"),
+    ("ibility", "ible"),
+    ("fulness", "ful"),
+    ("ousness", "ous"),
+    ("iveness", "ive"),
+    ("ations", "ate"),
+    ("ation", "ate"),
+    ("ities", "ity"),
+    ("ings", ""),
+    ("ing", ""),
+    ("ies", "y"),
+    ("ied", "y"),
+    ("ers", ""),
+    ("er", ""),
+    ("es", ""),
+    ("ed", ""),
+    ("ly", ""),
+    ("s", ""),
+)
+_STEM_CACHE: dict[str, str] = {}
+
+
+def stem(word: str) -> str:
+    """A light suffix stripper: enough to meet "monitors"/"monitoring", "leaks"/"leaked"."""
+    got = _STEM_CACHE.get(word)
+    if got is not None:
+        return got
+    out = word
+    if len(word) > 4 and not word.isdigit() and not word.endswith(("ss", "us", "is")):
+        for suffix, repl in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 4:
+                out = word[: len(word) - len(suffix)] + repl
+                break
+        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
+        if out.endswith(("able", "ible")) and len(out) > 7:
+            out = out[:-4]
+        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
+        if out.endswith("e") and len(out) > 4:
+            out = out[:-1]
+    if len(_STEM_CACHE) < 200_000:
+        _STEM_CACHE[word] = out
+    return out
+
+
+# Whitespace-separated chunk of lower-cased text -> its words / its terms, space-separated.
+_WORD_CACHE: dict[str, str] = {}
+_TERM_CACHE: dict[str, str] = {}
+_CACHE_LIMIT = 300_000
+
+
+def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:
+    """The first `limit` whitespace-separated chunks of `text`, lower-cased.
+
+    The cheap first step of tokenizing: `chunk_words` and `chunk_terms` turn chunks into
+    words and terms through per-chunk caches, so each distinct chunk is analysed once.
+    """
+    return text.lower().split(None, limit)[:limit]
+
+
+def _flatten(cache: dict[str, str], analyse: Callable[[str], str], toks: list[str]) -> list[str]:
+    if len(cache) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+        cache.clear()
+    for w in set(toks).difference(cache):
+        cache[w] = analyse(w)
+    return " ".join(map(cache.__getitem__, toks)).split()
+
+
+def _chunk_words(chunk: str) -> str:
+    return " ".join(words(chunk))
+
+
+def _chunk_terms(chunk: str) -> str:
+    return " ".join(stem(w) for w in words(chunk) if w not in STOPWORDS)
+
+
+def chunk_words(toks: list[str]) -> list[str]:
+    """`words` of the chunks, in order."""
+    return _flatten(_WORD_CACHE, _chunk_words, toks)
+
+
+def term_seq(toks: list[str]) -> list[str]:
+    """Stemmed content terms of chunks, stopwords removed, in order."""
+    return _flatten(_TERM_CACHE, _chunk_terms, toks)
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content terms of `text`, stopwords removed, in order."""
+    return term_seq(chunks(text, 10**6))
+
+
+def opening(text: str, n_words: int = OPENING_WORDS) -> str:
+    """The first `n_words` words of plain text."""
+    parts = text.split(" ", n_words)
+    return " ".join(parts[:n_words])
