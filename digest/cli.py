@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("email")
     preview.add_argument("--out", "-o", type=Path, help="output file (default: preview-EMAIL.html)")
+    retry = sub.add_parser(
+        "retry",
+        parents=[common],
+        help="re-queue failed digests and resume suspended subscribers (all, or EMAIL's)",
+    )
+    retry.add_argument("email", nargs="?")
     demo = sub.add_parser(
         "demo", help="run once on the bundled example feeds; digests land in a local folder"
     )
@@ -94,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(settings, now, args.verbose)
         if args.command == "preview":
             return _preview(settings, args.email, now, args.out)
+        if args.command == "retry":
+            return _retry(settings, args.email, now)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"digest: config: {problem}", file=sys.stderr)
@@ -138,6 +146,21 @@ def _preview(settings: Settings, email: str, now: datetime, out: Path | None) ->
     target = out or Path(f"preview-{email}.html")
     target.write_text(html, encoding="utf-8")
     print(target)
+    return EXIT_OK
+
+
+def _retry(settings: Settings, email: str | None, now: datetime) -> int:
+    from digest.store import Store
+
+    if email and email.lower() not in {s.email.lower() for s in settings.subscribers}:
+        raise ConfigError([f"subscribers: no subscriber {email} in the config"])
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+        count = store.retry_failed(now, email)
+    finally:
+        store.close()
+    print(f"{count} failed digest(s) re-queued; the next `digest run` sends them")
     return EXIT_OK
 
 

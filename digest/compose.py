@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from digest import summarize
 from digest.config import Settings, SubscriberSettings
 from digest.render import (
     DigestView,
@@ -45,6 +44,8 @@ class _Shown(Protocol):
     def content(self) -> str: ...
     @property
     def summary(self) -> str | None: ...
+    @property
+    def reading_minutes(self) -> int: ...
 
 
 def digest_view(
@@ -67,7 +68,7 @@ def digest_view(
             feed=entry.feed_title or entry.feed,
             author=entry.author,
             published=_local(entry.published or entry.first_seen, tz),
-            reading_minutes=summarize.reading_minutes(entry.content),
+            reading_minutes=entry.reading_minutes,
             summary=entry.summary or "",
             reasons=tuple(r for r in reasons.split("\n") if r),
             also_in=tuple(a for a in also_in.split("\n") if a),

@@ -6,6 +6,7 @@ reported with the field, the feed or subscriber it belongs to, and the line in t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -35,6 +36,15 @@ _EMAIL = re.compile(
     r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$"
 )
 _FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_email(value: str) -> str:
@@ -95,6 +105,11 @@ class DigestSettings(_Section):
 class DeliverySettings(_Section):
     mode: Literal["smtp", "folder"] = "smtp"
     folder: Path = Path("outbox")
+    connections: int = Field(default=2, ge=1, le=64, description="parallel SMTP connections")
+    rate_limit: float = Field(default=0.0, ge=0, description="messages per second; 0: no limit")
+    max_hard_bounces: int = Field(
+        default=3, ge=1, description="consecutive permanent failures before suspending"
+    )
 
 
 class SmtpSettings(_Section):
@@ -104,6 +119,8 @@ class SmtpSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     timeout: float = Field(default=60.0, gt=0)
+    ca_file: Path | None = None
+    allow_plaintext_auth: bool = False
 
 
 class CollectSettings(_Section):
@@ -233,6 +250,18 @@ class Settings(BaseSettings):
         if self.delivery.mode == "smtp" and self.smtp.username and self.smtp.password is None:
             problems.append(
                 "smtp -> password: smtp.username is set but DIGEST_SMTP__PASSWORD is not"
+            )
+        smtp = self.smtp
+        if (
+            self.delivery.mode == "smtp"
+            and smtp.username
+            and smtp.security == "none"
+            and not smtp.allow_plaintext_auth
+            and not _is_loopback(smtp.host)
+        ):
+            problems.append(
+                f"smtp -> security: a login to {smtp.host} needs 'starttls' or 'tls'"
+                " (set allow_plaintext_auth = true to send the password in the clear)"
             )
         if problems:
             raise ValueError("; ".join(problems))

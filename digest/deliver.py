@@ -1,31 +1,31 @@
-"""Delivering the outbox: render each pending digest, hand it to SMTP or the folder,
-record the result. Per-digest outcomes are values; only a fatal channel error stops the loop."""
+"""Delivering the outbox: compose each pending digest, hand it to SMTP or the folder, record
+the result. Per-digest outcomes are values; a channel that is down or refuses us stops the
+loop with one report, and everything not attempted stays pending for the next run.
+
+Digests are read page by page and composed one at a time per connection, so memory stays flat
+however many subscribers there are."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import jinja2
 
 from digest.compose import compose
 from digest.config import Settings, SubscriberSettings
-from digest.errors import (
-    DeliveryError,
-    FatalDeliveryError,
-    ServerUnavailable,
-    TemplateError,
-)
+from digest.errors import DeliveryError, FatalDeliveryError, ServerUnavailable, TemplateError
 from digest.mailer import FolderMailer, Mailer, SmtpMailer
 from digest.render import make_environment
-from digest.store import (
-    DigestRow,
-    Store,
-)
+from digest.store import DigestRow, Store
 
 RETRY_BASE = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=6)
+PAGE = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,18 @@ class DeliveryOutcome:
     posts: int
     error: str | None = None
     temporary: bool = False
-    unavailable: bool = False
+    suspended: bool = False
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+    fatal: str | None = None  # the channel stopped us; the rest stays pending
+    deferred: int = 0  # digests not attempted because the channel stopped
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for o in self.outcomes if o.error is None)
 
 
 def make_mailer(settings: Settings) -> Mailer:
@@ -49,40 +60,85 @@ def make_mailer(settings: Settings) -> Mailer:
         username=smtp.username,
         password=smtp.password.get_secret_value() if smtp.password else None,
         timeout=smtp.timeout,
+        ca_file=str(settings.resolve(smtp.ca_file)) if smtp.ca_file else None,
+        allow_plaintext_auth=smtp.allow_plaintext_auth,
     )
 
 
+class _Pace:
+    """At most `rate` sends per second across all connections (0: no limit)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            slot = max(now, self.next)
+            self.next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 async def deliver(
-    settings: Settings, store: Store, now: datetime, mailer: Mailer | None = None
-) -> tuple[list[DeliveryOutcome], str | None]:
-    """Send every pending digest that is due; returns the outcomes and a fatal error, if any."""
-    outcomes: list[DeliveryOutcome] = []
-    pending = store.due_deliveries(now)
-    if not pending:
-        return outcomes, None
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    mailer_factory: Callable[[], Mailer] | None = None,
+) -> DeliveryReport:
+    """Send every pending digest whose next attempt is due."""
+    report = DeliveryReport()
     by_email = {s.email.lower(): s for s in settings.subscribers}
     templates = settings.digest.templates_dir
     env = make_environment(settings.resolve(templates) if templates else None)
-    try:
-        async with mailer or make_mailer(settings) as channel:
-            unavailable: str | None = None
-            for digest in pending:
-                sub = by_email.get(digest.email)
-                if sub is None:
-                    continue  # removed from the config: keep it in the outbox, send nothing
-                if unavailable:
-                    # No point knocking 10,000 times on a closed door; these stay pending.
-                    outcomes.append(
-                        DeliveryOutcome(sub.email, digest.period, 0, unavailable, temporary=True)
-                    )
-                    continue
-                outcome = await _deliver_one(settings, store, env, channel, digest, sub, now)
-                outcomes.append(outcome)
-                if outcome.unavailable:
-                    unavailable = f"not attempted: {outcome.error}"
-    except FatalDeliveryError as exc:
-        return outcomes, f"delivery stopped: {exc}"
-    return outcomes, None
+    factory = mailer_factory or (lambda: make_mailer(settings))
+    connections = 1 if settings.delivery.mode == "folder" else settings.delivery.connections
+    pace = _Pace(settings.delivery.rate_limit)
+    queue: asyncio.Queue[DigestRow | None] = asyncio.Queue(maxsize=connections * 2)
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        async for digest in _pending(store, now):
+            if stop.is_set():
+                report.deferred += 1
+                continue
+            if digest.email in by_email:  # removed from the config: stays in the outbox
+                await queue.put(digest)
+        for _ in range(connections):
+            await queue.put(None)
+
+    async def work() -> None:
+        try:
+            async with factory() as channel:
+                while (digest := await queue.get()) is not None:
+                    if stop.is_set():
+                        report.deferred += 1
+                        continue
+                    await pace.wait()
+                    sub = by_email[digest.email]
+                    outcome = await _deliver_one(settings, store, env, channel, digest, sub, now)
+                    report.outcomes.append(outcome)
+        except (FatalDeliveryError, ServerUnavailable) as exc:
+            if not stop.is_set():
+                report.fatal = f"delivery stopped: {exc}"
+            stop.set()
+            while (await queue.get()) is not None:
+                report.deferred += 1
+
+    await asyncio.gather(produce(), *(work() for _ in range(connections)))
+    return report
+
+
+async def _pending(store: Store, now: datetime) -> AsyncIterator[DigestRow]:
+    after = 0
+    while page := store.due_deliveries(now, after_id=after, limit=PAGE):
+        for digest in page:
+            yield digest
+        after = page[-1].id
 
 
 async def _deliver_one(
@@ -110,19 +166,21 @@ async def _deliver_one(
             name=f"{digest.period.replace(':', '')}-{sub.email}",
             html=composed.html,
         )
+    except ServerUnavailable as exc:
+        # Nothing was handed over: not an attempt against this digest.
+        store.mark_failed(digest.id, str(exc), retry_at=now, count_attempt=False)
+        raise
     except FatalDeliveryError as exc:
-        store.mark_failed(digest.id, str(exc), retry_at=now)
+        store.mark_failed(digest.id, str(exc), retry_at=now, count_attempt=False)
         raise
     except DeliveryError as exc:
-        retry_at = _backoff(now, digest.attempts + 1) if exc.temporary else None
-        store.mark_failed(digest.id, str(exc), retry_at=retry_at)
+        if exc.temporary:
+            store.mark_failed(digest.id, str(exc), retry_at=_backoff(now, digest.attempts + 1))
+            return DeliveryOutcome(sub.email, digest.period, len(items), str(exc), temporary=True)
+        store.mark_failed(digest.id, str(exc), retry_at=None)
+        suspended = store.record_bounce(digest.subscriber_id, settings.delivery.max_hard_bounces)
         return DeliveryOutcome(
-            sub.email,
-            digest.period,
-            len(items),
-            str(exc),
-            exc.temporary,
-            unavailable=isinstance(exc, ServerUnavailable),
+            sub.email, digest.period, len(items), str(exc), temporary=False, suspended=suspended
         )
     store.mark_sent(digest.id, now)
     return DeliveryOutcome(sub.email, digest.period, len(items))

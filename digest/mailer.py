@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -85,12 +86,15 @@ class SmtpMailer:
         username: str | None,
         password: str | None,
         timeout: float,
+        ca_file: str | None = None,
+        allow_plaintext_auth: bool = False,
     ) -> None:
-        if username and security == "none" and not is_loopback(host):
+        if username and security == "none" and not (is_loopback(host) or allow_plaintext_auth):
             raise FatalDeliveryError(
                 f"smtp: refusing to send the password for {username} unencrypted to {host};"
-                " set smtp.security to 'starttls' or 'tls'"
+                " set smtp.security to 'starttls' or 'tls' (or allow_plaintext_auth = true)"
             )
+        self.tls_context = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self.host = host
         self.port = port
         self.security = security
@@ -125,6 +129,7 @@ class SmtpMailer:
             use_tls=self.security == "tls",
             start_tls=self.security == "starttls",
             timeout=self.timeout,
+            tls_context=self.tls_context,
         )
         where = f"{self.host}:{self.port}"
         try:
@@ -137,6 +142,9 @@ class SmtpMailer:
                 f"smtp {where}: login as {self.username} refused: {exc.code} {exc.message}",
                 exc.code,
             ) from None
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError) as exc:
+            smtp.close()
+            raise ServerUnavailable(f"smtp {where}: cannot connect: {exc}") from None
         except aiosmtplib.SMTPException as exc:
             smtp.close()
             message = str(exc)
@@ -161,23 +169,35 @@ class SmtpMailer:
             refusal = exc.recipients[0] if exc.recipients else None
             code = refusal.code if refusal else 550
             text = refusal.message if refusal else str(exc)
+            await self._reset()
             raise DeliveryError(
-                f"{recipient} refused: {code} {text}", temporary=400 <= code < 500, code=code
+                f"{recipient} refused: {code} {text}", temporary=code < 500, code=code
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
-            if exc.code in (421,):
-                await self._close()
+            # 421 means the server is closing the channel; anything else leaves it usable.
+            await (self._drop() if exc.code == 421 else self._reset())
             raise DeliveryError(
                 f"server said {exc.code} {exc.message}", temporary=exc.code < 500, code=exc.code
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
+            # Dropped or timed out, maybe after the data went out: retry later with the same
+            # Message-ID, so the worst case is one duplicate, never a loss.
             await self._drop()
-            raise DeliveryError(f"smtp {self.host}:{self.port}: {exc}", temporary=True) from None
+            detail = str(exc) or type(exc).__name__
+            raise DeliveryError(f"smtp {self.host}:{self.port}: {detail}", temporary=True) from None
         if recipient in errors:
             code, text = errors[recipient]
             raise DeliveryError(
                 f"{recipient} refused: {code} {text}", temporary=400 <= code < 500, code=code
             )
+
+    async def _reset(self) -> None:
+        if self._smtp is None:
+            return
+        try:
+            await self._smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            await self._drop()
 
     async def _drop(self) -> None:
         if self._smtp is not None:

@@ -40,6 +40,7 @@ class Candidate:
     content: str
     summary: str
     feed_weight: float = 1.0
+    reading_minutes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,16 +174,18 @@ def _summary_key(row: EntryRow) -> str:
 def _with_summaries(
     store: Store, rows: Sequence[EntryRow], weights: dict[str, float]
 ) -> list[Candidate]:
-    """Summaries are cached per entry and content hash: an unchanged post is summarized once."""
-    fresh: list[tuple[int, str, str]] = []
+    """Summaries (and reading times) are cached per entry and content hash: an unchanged post
+    is summarized once, however many subscribers get it."""
+    fresh: list[tuple[int, str, str, int]] = []
     out = []
     for row in rows:
         key = _summary_key(row)
         if row.summary is not None and row.summary_key == key:
-            text = row.summary
+            text, minutes = row.summary, row.reading_minutes
         else:
             text = summarize.summarize(row.title, row.content)
-            fresh.append((row.id, text, key))
+            minutes = summarize.reading_minutes(row.content)
+            fresh.append((row.id, text, key, minutes))
         out.append(
             Candidate(
                 entry_id=row.id,
@@ -197,6 +199,7 @@ def _with_summaries(
                 content=row.content,
                 summary=text,
                 feed_weight=weights.get(row.feed, 1.0),
+                reading_minutes=minutes,
             )
         )
     store.save_summaries(fresh)

@@ -3,12 +3,13 @@ deliver the outbox. Outcomes are values, so one bad feed or subscriber never sto
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from digest.collect import FeedOutcome, collect
 from digest.config import Settings
-from digest.deliver import DeliveryOutcome, deliver
+from digest.deliver import DeliveryOutcome, DeliveryReport, deliver
 from digest.mailer import Mailer
 from digest.plan import write_due_digests
 from digest.store import Store
@@ -18,8 +19,11 @@ from digest.store import Store
 class RunReport:
     feeds: list[FeedOutcome] = field(default_factory=list)
     created: int = 0
-    deliveries: list[DeliveryOutcome] = field(default_factory=list)
-    fatal: str | None = None
+    delivery: DeliveryReport = field(default_factory=DeliveryReport)
+
+    @property
+    def deliveries(self) -> list[DeliveryOutcome]:
+        return self.delivery.outcomes
 
     @property
     def problems(self) -> list[str]:
@@ -30,8 +34,16 @@ class RunReport:
             for d in self.deliveries
             if d.error
         ]
-        if self.fatal:
-            out.append(self.fatal)
+        out += [
+            f"subscriber {d.email} suspended after repeated hard bounces;"
+            f" `digest retry {d.email}` resumes"
+            for d in self.deliveries
+            if d.suspended
+        ]
+        if self.delivery.fatal:
+            out.append(self.delivery.fatal)
+        if self.delivery.deferred:
+            out.append(f"{self.delivery.deferred} more digests stay pending for the next run")
         return out
 
     @property
@@ -54,7 +66,11 @@ def open_store(settings: Settings) -> Store:
 
 
 async def run(
-    settings: Settings, now: datetime, *, mailer: Mailer | None = None, store: Store | None = None
+    settings: Settings,
+    now: datetime,
+    *,
+    mailer_factory: Callable[[], Mailer] | None = None,
+    store: Store | None = None,
 ) -> RunReport:
     """The whole job of `digest run`. Raises LockHeld if another run holds the store."""
     own_store = store is None
@@ -70,7 +86,7 @@ async def run(
             subscriber_rows = store.sync_subscribers([s.email for s in settings.subscribers], now)
             report.feeds = await collect(settings, store, feed_rows, now)
             report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
-            report.deliveries, report.fatal = await deliver(settings, store, now, mailer)
+            report.delivery = await deliver(settings, store, now, mailer_factory)
             return report
     finally:
         if own_store:

@@ -101,6 +101,7 @@ entries = Table(
     Column("first_seen", UTCDateTime, nullable=False),
     Column("summary", Text),
     Column("summary_key", String(100)),
+    Column("reading_minutes", Integer, nullable=False, default=0),
     UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),
 )
 Index("ix_entries_feed_seen", entries.c.feed_id, entries.c.first_seen)
@@ -199,6 +200,7 @@ class EntryRow:
     content_hash: str
     summary: str | None
     summary_key: str | None
+    reading_minutes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,16 +462,16 @@ class Store:
         with self.engine.connect() as conn:
             return [_entry_row(r) for r in conn.execute(query)]
 
-    def save_summaries(self, values: Sequence[tuple[int, str, str]]) -> None:
-        """(entry_id, summary, summary_key) triples."""
+    def save_summaries(self, values: Sequence[tuple[int, str, str, int]]) -> None:
+        """(entry_id, summary, summary_key, reading_minutes) for each entry."""
         if not values:
             return
         with self.engine.begin() as conn:
-            for entry_id, summary, key in values:
+            for entry_id, summary, key, minutes in values:
                 conn.execute(
                     update(entries)
                     .where(entries.c.id == entry_id)
-                    .values(summary=summary, summary_key=key)
+                    .values(summary=summary, summary_key=key, reading_minutes=minutes)
                 )
 
     def create_digest(self, new: NewDigest) -> int | None:
@@ -524,15 +526,22 @@ class Store:
         except IntegrityError:
             return None
 
-    def due_deliveries(self, now: datetime) -> list[DigestRow]:
+    def due_deliveries(
+        self, now: datetime, *, after_id: int = 0, limit: int | None = None
+    ) -> list[DigestRow]:
+        """Pending digests whose next attempt is due, by id, one page at a time."""
+        query = (
+            _digest_select()
+            .where(digests.c.state == "pending")
+            .where(digests.c.next_attempt_at <= now)
+            .where(digests.c.id > after_id)
+            .where(subscribers.c.suspended.is_(False))
+            .order_by(digests.c.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                _digest_select()
-                .where(digests.c.state == "pending")
-                .where(digests.c.next_attempt_at <= now)
-                .order_by(digests.c.id)
-            )
-            return [_digest_row(r) for r in rows]
+            return [_digest_row(r) for r in conn.execute(query)]
 
     def digest_items(self, digest_id: int) -> list[DigestItemRow]:
         query = (
@@ -566,18 +575,75 @@ class Store:
 
     def mark_sent(self, digest_id: int, now: datetime) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
+            subscriber_id = conn.execute(
                 update(digests)
                 .where(digests.c.id == digest_id)
                 .values(state="sent", sent_at=now, last_error=None, next_attempt_at=None)
+                .returning(digests.c.subscriber_id)
+            ).scalar_one()
+            # Bounces count only while consecutive: a delivered digest clears them.
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .where(subscribers.c.hard_bounces > 0)
+                .values(hard_bounces=0)
             )
 
-    def mark_failed(self, digest_id: int, error: str, *, retry_at: datetime | None) -> None:
-        """retry_at set: back to pending for a later attempt; None: failed for good."""
+    def mark_failed(
+        self,
+        digest_id: int,
+        error: str,
+        *,
+        retry_at: datetime | None,
+        count_attempt: bool = True,
+    ) -> None:
+        """retry_at set: back to pending for a later attempt; None: failed for good.
+        count_attempt=False: nothing reached the server, so the claim's attempt is undone."""
         values: dict[str, Any] = {"last_error": error[:2000], "next_attempt_at": retry_at}
         values["state"] = "pending" if retry_at is not None else "failed"
+        if not count_attempt:
+            values["attempts"] = digests.c.attempts - 1
         with self.engine.begin() as conn:
             conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+
+    def record_bounce(self, subscriber_id: int, limit: int) -> bool:
+        """Count a hard bounce; True when this one suspends the subscriber."""
+        with self.engine.begin() as conn:
+            bounces = conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(hard_bounces=subscribers.c.hard_bounces + 1)
+                .returning(subscribers.c.hard_bounces, subscribers.c.suspended)
+            ).one()
+            if bounces.hard_bounces >= limit and not bounces.suspended:
+                conn.execute(
+                    update(subscribers)
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(suspended=True)
+                )
+                return True
+        return False
+
+    def retry_failed(self, now: datetime, email: str | None = None) -> int:
+        """Failed digests (of one subscriber, or all) go back to pending, and their subscribers
+        are resumed. Returns how many digests were re-queued."""
+        with self.engine.begin() as conn:
+            who = select(subscribers.c.id)
+            if email is not None:
+                who = who.where(subscribers.c.email == email.lower())
+            ids = [r.id for r in conn.execute(who)]
+            conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id.in_(ids))
+                .values(suspended=False, hard_bounces=0)
+            )
+            result = conn.execute(
+                update(digests)
+                .where(digests.c.subscriber_id.in_(ids))
+                .where(digests.c.state == "failed")
+                .values(state="pending", next_attempt_at=now)
+            )
+            return int(result.rowcount)
 
     def requeue_interrupted(self, now: datetime) -> int:
         """Digests left 'sending' by a run that died go back to pending (same Message-ID)."""
@@ -636,6 +702,7 @@ def _entry_select() -> Any:
         entries.c.content_hash,
         entries.c.summary,
         entries.c.summary_key,
+        entries.c.reading_minutes,
     ).join(feeds, feeds.c.id == entries.c.feed_id)
 
 
@@ -653,6 +720,7 @@ def _entry_row(r: Any) -> EntryRow:
         content_hash=r.content_hash,
         summary=r.summary,
         summary_key=r.summary_key,
+        reading_minutes=r.reading_minutes or 0,
     )
 
 
