@@ -30,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal,
     select,
     text,
     update,
@@ -545,7 +546,7 @@ class Store:
 
     def digest_items(self, digest_id: int) -> list[DigestItemRow]:
         query = (
-            _entry_select()
+            _entry_select(with_content=False)
             .add_columns(
                 digest_entries.c.position,
                 digest_entries.c.section,
@@ -688,7 +689,10 @@ def _digest_row(r: Any) -> DigestRow:
     )
 
 
-def _entry_select() -> Any:
+def _entry_select(*, with_content: bool = True) -> Any:
+    # Rendering a stored digest needs summaries, not the posts: skipping content keeps each
+    # delivery's read to a few KB instead of the full HTML of every post.
+    content = entries.c.content if with_content else literal("").label("content")
     return select(
         entries.c.id,
         feeds.c.name.label("feed"),
@@ -698,7 +702,7 @@ def _entry_select() -> Any:
         entries.c.author,
         entries.c.published,
         entries.c.first_seen,
-        entries.c.content,
+        content,
         entries.c.content_hash,
         entries.c.summary,
         entries.c.summary_key,
