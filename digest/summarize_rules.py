@@ -354,8 +354,9 @@ def speaker(sentence: str) -> str:
 # ("The shutdown problem. Misaligned agents might...") or the title of a figure caption
 # ("Cost-performance frontier for our monitors. Our trained monitors provide..."). Without a
 # tagger, "has no verb" is judged by what a verb would show: an auxiliary, a subject pronoun,
-# a common verb form, a past participle, or an adverb that titles seldom carry (not, than). Kept short and English only, so that a real
-# sentence is rarely taken for a title.
+# a common verb form, a past participle, or an adverb that titles seldom carry (not, than).
+# Kept short and English only, so that a real sentence is rarely taken for a title; a short
+# sentence whose only verb is rare ("Models hallucinate.") still is.
 _MAX_TITLE_WORDS = 6
 
 
