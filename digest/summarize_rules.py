@@ -160,6 +160,14 @@ _PATTERNS: dict[str, list[re.Pattern[str]]] = {
             _I,
         ),
     ],
+    "pointer": [
+        # A short sentence that only points elsewhere: "For the background, see here and here."
+        re.compile(
+            r"^[^.!?]{0,80}\b(?:see|read|check out)\s+(?:here|this|these|there)\b"
+            r"(?:,?\s+(?:and\s+)?here)*\W*$",
+            _I,
+        ),
+    ],
     "note_to_editors": [
         re.compile(
             r"^[\s(\[*_]*(?:notes?\s+(?:to|for)\s+(?:the\s+)?editors?|editor'?s'?\s+note|ed\.?\s+note|"
@@ -211,6 +219,19 @@ _LINK_LINE = re.compile(
 )
 
 
+def _case_free(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], bool]:
+    """`pattern` as (pattern, match lower-cased text). Case-insensitive matching is slow in
+    Python's engine, so a pattern that does not care about case is run, without the flag, on
+    text lower-cased once; one that does (an inline flag, a capital range) stays as it is."""
+    source = pattern.pattern
+    if not pattern.flags & re.IGNORECASE or "(?-i" in source or "(?i" in source or "A-Z" in source:
+        return pattern, False
+    return re.compile(source), True
+
+
+_FAST_PATTERNS = {kind: [_case_free(p) for p in ps] for kind, ps in _PATTERNS.items()}
+
+
 def is_furniture(text: str) -> bool:
     return any(p.search(text) for p in _FURNITURE)
 
@@ -223,8 +244,9 @@ def boilerplate_kind(text: str) -> str:
         text = " ".join(words[:40])
     if _NOTE_LABEL.match(text) and not _LABEL_INLINE.match(text):
         return "note"
-    for kind, patterns in _PATTERNS.items():
-        if any(p.search(text) for p in patterns):
+    lower = text.lower()
+    for kind, patterns in _FAST_PATTERNS.items():
+        if any(p.search(lower if low else text) for p, low in patterns):
             return kind
     if _LINK_LINE.match(text):
         return "link_line"
@@ -271,3 +293,136 @@ def summary_label(block: Block) -> tuple[bool, str]:
 
 def is_toc_heading(text: str) -> bool:
     return bool(_TOC_HEADING.match(text))
+
+
+# -- what a sentence does ---------------------------------------------------------------
+# Cue phrases of a sentence that states what the post is about or what it finds ("In this
+# post I argue", "We show", "The main result is", "My plan is"): the classic cue-phrase
+# feature of extractive summarizers, English only.
+_CLAIM = re.compile(
+    r"\b(?:(?:in|with) this (?:post|paper|essay|article|piece|report|work|write-?up)|"
+    r"this (?:post|paper|essay|article|piece|report|work) (?:argues|shows|presents|describes|"
+    r"explains|introduces|proposes|explores|examines|discusses|lays out|outlines|covers|"
+    r"is about|asks|looks)|"
+    r"(?:we|i)(?:'ll|’ll| will| can| now)? (?:argue|show|find|found|propose|present|introduce|"
+    r"build|built|develop|train|study|measure|demonstrate|describe|explain|discuss|explore|"
+    r"investigate|test|evaluate|release|launch|launched|examine|claim|suggest|conclude|"
+    r"identify|estimate|compare|outline|review|make the case|improved|have improved|set out)|"
+    r"(?:here|below|today),? (?:i|we)\b|"
+    r"(?:the|our|my) (?:main|key|central|core) (?:result|finding|claim|point|argument|idea|"
+    r"contribution|takeaway)s?|"
+    r"(?:our|my|these) (?:results|findings|experiments) (?:show|suggest|indicate|demonstrate)|"
+    r"the (?:paper|authors?|study) (?:argues?|shows?|proposes?|claims?|finds?)|"
+    r"(?:my|our) (?:plan|goal|aim|purpose|intent|hope) (?:here |in this post |today )?is)\b",
+    _I,
+)
+# Openings that set up a hypothetical or a question rather than say what the post says.
+_TEASER = re.compile(r"^[\s\"“‘'(]*(?:suppose|imagine|picture this|what if|have you ever)\b", _I)
+# A sentence that leans on the one before it ("This means...", "But...").
+_ANAPHORIC = re.compile(
+    r"^[\s\"“‘'(]*(?:this|that|these|those|it|they|he|she|but|so|and|or|however|also|then|"
+    r"still|yet|thus|therefore|instead|such)\b",
+    _I,
+)
+# "Rob Wiblin: Today I'm speaking with..." - a speaker's turn in a transcript.
+_SPEAKER = re.compile(r"^((?:[A-Z][\w.'’-]*\s){0,3}[A-Z][\w.'’-]*):\s")
+
+
+_CLAIM_LOWER = re.compile(_CLAIM.pattern)
+
+
+def states_claim(sentence: str) -> bool:
+    return bool(_CLAIM_LOWER.search(sentence.lower()))
+
+
+def is_teaser(sentence: str) -> bool:
+    return sentence.rstrip('"”’)').endswith("?") or bool(_TEASER.match(sentence))
+
+
+def is_anaphoric(sentence: str) -> bool:
+    return bool(_ANAPHORIC.match(sentence))
+
+
+def speaker(sentence: str) -> str:
+    """The speaker label a transcript line opens with ("Rob Wiblin"), or ''."""
+    match = _SPEAKER.match(sentence)
+    return match.group(1) if match else ""
+
+
+# -- verbless run-in titles -------------------------------------------------------------
+# A paragraph may open with a short title that has no verb: a run-in heading in plain text
+# ("The shutdown problem. Misaligned agents might...") or the title of a figure caption
+# ("Cost-performance frontier for our monitors. Our trained monitors provide..."). Without a
+# tagger, "has no verb" is judged by what a verb would show: an auxiliary, a subject pronoun,
+# a common verb form, a past participle, or an adverb that titles seldom carry (not, than).
+# Kept short and English only, so that a real sentence is rarely taken for a title; a short
+# sentence whose only verb is rare ("Models hallucinate.") still is.
+_MAX_TITLE_WORDS = 6
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_FUNCTION_VERBS = frozenset(
+    _words(
+        "is are was were be been being am has have had do does did can could will would shall "
+        "should may might must isn't aren't wasn't weren't hasn't haven't hadn't don't doesn't "
+        "didn't can't couldn't won't wouldn't shouldn't i we you he she they it there here "
+        "let's it's that's there's not no than too very also just now already never always "
+        "often still really"
+    )
+)
+_COMMON_VERBS = _words(
+    "accept add agree allow appear apply argue ask become begin believe bring build buy call "
+    "cause change claim come consider continue create cut decide describe design develop die "
+    "draw drive eat exist expect explain fail fall feel find follow get give go grow happen "
+    "hear help hold include keep kill know lead learn leave let lie like listen live look lose "
+    "love make matter mean meet move need offer open pay play predict present produce propose "
+    "prove provide pull push put reach read receive release remain remember report require run "
+    "say see seem sell send serve set show sit solve speak spend stand start stay stop study "
+    "suggest take talk teach tell tend think train try turn understand use wait walk want "
+    "watch win work write"
+)
+_IRREGULAR = _words(
+    "became began brought built bought came drew drove ate fell felt found got gave went grew "
+    "heard held kept knew led left lay made meant met paid ran said saw sold sent sat spoke "
+    "spent stood took taught told thought understood won wrote written shown given taken done "
+    "seen known gone"
+)
+
+
+def _verb_forms() -> frozenset[str]:
+    forms = set(_IRREGULAR)
+    for verb in _COMMON_VERBS:
+        stem = verb[:-1] if verb.endswith("e") else verb
+        forms.update((verb, verb + "s", verb + "es", stem + "ed", verb + "d"))
+        if verb.endswith("y"):
+            forms.update((verb[:-1] + "ies", verb[:-1] + "ied"))
+    return frozenset(forms)
+
+
+_VERB_FORMS = _verb_forms()
+_ENGLISH = frozenset(
+    _words(
+        "the of and to a an in is are was were be that for it with as on this by our we i you not "
+        "or but from at have has will can more than while which their they"
+    )
+)
+_TITLE_WORD = re.compile(r"[\w'’-]+")
+
+
+def is_run_in_title(sentence: str, rest: str) -> bool:
+    """Whether `sentence`, opening a paragraph that goes on with `rest`, is a verbless title."""
+    if not sentence.endswith(".") or sentence.endswith(".."):
+        return False
+    words = [w.lower() for w in _TITLE_WORD.findall(sentence)]
+    if not words or len(words) > _MAX_TITLE_WORDS or not all(w.isascii() for w in words):
+        return False
+    if any(w in _FUNCTION_VERBS or w in _VERB_FORMS for w in words):
+        return False
+    if any(w.endswith("ed") and "-" not in w for w in words[1:]):
+        return False
+    # Only in English prose, where the lists above mean something.
+    following = [w.lower() for w in _TITLE_WORD.findall(rest)]
+    return len(following) >= 8 and sum(w in _ENGLISH for w in following) >= 0.1 * len(following)

@@ -189,7 +189,89 @@ def test_first_paragraph_long_enough_is_used_alone_in_whole_sentences() -> None:
         "a great deal between cities."
     )
     assert count_words(first) >= 40
-    assert summarize("t", wrap(f"<p>{first}</p>" + BODY)) == first
+    rest = "<p>Germany alone registered 400,000 balcony systems last year, twice as many.</p>"
+    assert summarize("t", wrap(f"<p>{first}</p>" + rest)) == first
+
+
+def test_claim_stated_after_a_long_first_paragraph_joins_it() -> None:
+    first = (
+        "Solar panels on apartment balconies have become cheap enough that a typical household "
+        "can recover the cost within four years. The main obstacles are now rules set by "
+        "landlords and building codes, not the price of the hardware, and those rules differ "
+        "a great deal between cities."
+    )
+    summary = summarize("t", wrap(f"<p>{first}</p>" + BODY))
+    assert summary.startswith(first)
+    assert summary.endswith("if they were allowed everywhere.")
+    assert count_words(summary) <= 90
+
+
+def test_teaser_opening_gives_way_to_the_sentences_that_state_the_post() -> None:
+    html = wrap(
+        "<p>Suppose your landlord has just said no to the solar panels you bought for your "
+        "balcony, after you spent a whole weekend choosing them and reading reviews.</p>"
+        "<p>My cat likes to sleep in the afternoon sun on that very balcony, all year long.</p>"
+        "<p>In this post I argue that balcony solar needs a legal right to install, as Germany "
+        "granted in 2024, because landlords otherwise refuse by default.</p>"
+    )
+    summary = summarize("Balcony solar needs a right to install", html)
+    assert "In this post I argue that balcony solar needs a legal right" in summary
+    assert "cat" not in summary
+
+
+def test_verbless_run_in_title_or_caption_title_opening_a_paragraph_is_dropped() -> None:
+    for title in ("The shutdown problem.", "Cost-performance frontier for low-cost monitors."):
+        html = wrap(
+            f"<p>{title} Misaligned agents might resist shutdown, and this concern has long "
+            "been supported by theory. It is beginning to see support from experiments too, "
+            "where frontier models resist shutdown in toy settings built for the purpose.</p>"
+        )
+        assert summarize("t", html).startswith("Misaligned agents might resist shutdown")
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        "Models hallucinate less than last year. ",
+        "Modern language models undergo extensive fine-tuning for safety. ",
+        "Germany registered 400,000 systems. ",
+        "Prices keep falling. ",
+    ],
+)
+def test_short_real_sentences_are_not_taken_for_run_in_titles(opening: str) -> None:
+    # Known limit: a short sentence whose only verb is rare and bare ("Models hallucinate.")
+    # is taken for a title.
+    html = wrap(
+        f"<p>{opening}The main obstacles are now the rules set by landlords and building codes, "
+        "not the price of the hardware, and those rules differ a great deal between the "
+        "cities of the country.</p>"
+    )
+    assert summarize("t", html).startswith(opening.strip())
+
+
+def test_run_in_titles_are_judged_in_english_only() -> None:
+    html = wrap(
+        "<p>Balkonkraftwerke für alle. Seit dem 1. Januar gelten neue Regeln für Mieter, und "
+        "das größte Hindernis sind heute die Vermieter, nicht der Preis der Technik.</p>"
+    )
+    assert summarize("t", html).startswith("Balkonkraftwerke für alle.")
+
+
+def test_pointer_sentences_and_transcript_turns_do_not_fill_a_summary() -> None:
+    html = wrap(
+        "<p>Jane Doe was interviewed on a podcast about balcony solar and her city's rules.</p>"
+        "<p>For the background, see here, here, and here.</p>"
+        "<p>I'm posting the transcript below because the rules she describes apply in many "
+        "other cities as well.</p>"
+        "<p>Host Name: Welcome back to the show, today we talk about balcony solar.</p>"
+        "<p>Jane Doe: Thanks, it is great to be here and talk about balcony solar.</p>"
+        "<p>Host Name: So what are the rules for balcony solar in your city?</p>"
+        "<p>Jane Doe: The rules for balcony solar are simple, you just register the panels.</p>"
+    )
+    summary = summarize("Jane Doe on balcony solar", html)
+    assert summary.startswith("Jane Doe was interviewed")
+    assert "see here" not in summary
+    assert "Host Name:" not in summary and "Jane Doe:" not in summary
 
 
 def test_thin_first_paragraph_is_filled_with_following_sentences_in_post_order() -> None:
