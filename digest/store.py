@@ -44,8 +44,13 @@ from digest.errors import LockHeld, StoreError
 from digest.models import ParsedEntry
 
 SCHEMA_VERSION = 1
-# PostgreSQL scopes advisory locks to the database, so one fixed number serves every store.
-_LOCK_KEY = int.from_bytes(hashlib.sha256(b"digest-run-lock").digest()[:8], "big") >> 1
+
+
+def _lock_key(schema: str) -> int:
+    """PostgreSQL scopes advisory locks to the database; the schema tells two stores that share
+    one database apart."""
+    digest = hashlib.sha256(f"digest-run-lock:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -240,6 +245,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._pg_lock_conn: Connection | None = None
+        self._pg_lock_key = 0
         self._file_lock: FileLock | None = None
 
     @property
@@ -277,7 +283,11 @@ class Store:
         """Take this store's run lock or raise LockHeld at once."""
         if self.dialect == "postgresql":
             conn = self.engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}).scalar()
+            schema = conn.execute(text("SELECT current_schema()")).scalar()
+            self._pg_lock_key = _lock_key(str(schema))
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": self._pg_lock_key}
+            ).scalar()
             conn.commit()
             if not got:
                 conn.close()
@@ -296,7 +306,9 @@ class Store:
     def unlock(self) -> None:
         if self._pg_lock_conn is not None:
             with contextlib.suppress(SQLAlchemyError):
-                self._pg_lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                self._pg_lock_conn.execute(
+                    text("SELECT pg_advisory_unlock(:k)"), {"k": self._pg_lock_key}
+                )
                 self._pg_lock_conn.commit()
             self._pg_lock_conn.close()
             self._pg_lock_conn = None
