@@ -204,7 +204,7 @@ def main() -> None:
         print(json.dumps(one_size(args.one, args.connections)))
         return
     print(
-        f"{os.cpu_count()} cores; sink is aiosmtpd in its own process; connections={args.connections}"
+        f"{os.cpu_count()} cores; sink: aiosmtpd in its own process; connections={args.connections}"
     )
     header = (
         f"{'subscribers':>11} {'plan s':>7} {'send s':>7} {'msg/s':>7} {'ceiling':>8} "
@@ -221,7 +221,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         share = r["msgs_per_s"] / r["ceiling_msgs_per_s"]
         print(
-            f"{r['subscribers']:>11} {r['plan_s']:>7.1f} {r['send_s']:>7.1f} {r['msgs_per_s']:>7.0f}"
+            f"{r['subscribers']:>11} {r['plan_s']:>7.1f} {r['send_s']:>7.1f}"
+            f" {r['msgs_per_s']:>7.0f}"
             f" {r['ceiling_msgs_per_s']:>8.0f} {share:>6.0%} {r['cpu_s']:>6.1f}"
             f" {r['peak_rss_mb']:>11.0f} {r['message_kb']:>7.1f}"
         )
