@@ -11,6 +11,7 @@ import jinja2
 
 from digest.compose import compose
 from digest.config import Settings, SubscriberSettings
+from digest.dkim import DkimError, Signer, load_signer
 from digest.errors import (
     DeliveryError,
     FatalDeliveryError,
@@ -64,6 +65,10 @@ async def deliver(
     templates = settings.digest.templates_dir
     env = make_environment(settings.resolve(templates) if templates else None)
     try:
+        signer = load_signer(settings)
+    except DkimError as exc:
+        return outcomes, f"delivery stopped: {exc}"
+    try:
         async with mailer or make_mailer(settings) as channel:
             unavailable: str | None = None
             for digest in pending:
@@ -76,7 +81,9 @@ async def deliver(
                         DeliveryOutcome(sub.email, digest.period, 0, unavailable, temporary=True)
                     )
                     continue
-                outcome = await _deliver_one(settings, store, env, channel, digest, sub, now)
+                outcome = await _deliver_one(
+                    settings, store, env, channel, digest, sub, now, signer
+                )
                 outcomes.append(outcome)
                 if outcome.unavailable:
                     unavailable = f"not attempted: {outcome.error}"
@@ -93,11 +100,12 @@ async def _deliver_one(
     digest: DigestRow,
     sub: SubscriberSettings,
     now: datetime,
+    signer: Signer | None = None,
 ) -> DeliveryOutcome:
     items = store.digest_items(digest.id)
     try:
-        composed = compose(settings, sub, digest, items, env)
-    except TemplateError as exc:
+        composed = compose(settings, sub, digest, items, env, signer=signer)
+    except (TemplateError, DkimError) as exc:
         store.mark_failed(digest.id, str(exc), retry_at=now + RETRY_BASE)
         return DeliveryOutcome(sub.email, digest.period, len(items), str(exc), temporary=True)
     if not store.mark_sending(digest.id, now):
