@@ -11,6 +11,7 @@ will not make a window narrower than 500 px."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -196,9 +197,7 @@ class DevTools:
         )
         self.call("Page.navigate", {"url": path.as_uri()})
         self.wait_for("Page.loadEventFired")
-        result = self.call(
-            "Runtime.evaluate", {"expression": MEASURE, "returnByValue": True}
-        )
+        result = self.call("Runtime.evaluate", {"expression": MEASURE, "returnByValue": True})
         report: dict[str, Any] = result["result"]["value"]
         return report
 
@@ -214,10 +213,8 @@ class DevTools:
         target.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
             self.call("Browser.close", session=False)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
