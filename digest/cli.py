@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("email")
     preview.add_argument("--out", "-o", type=Path, help="output file (default: preview-EMAIL.html)")
+    preview.add_argument(
+        "--open", action="store_true", help="also open the HTML in the default web browser"
+    )
+    preview.add_argument(
+        "--text", action="store_true", help="print the plain-text part instead of writing HTML"
+    )
+    _add_templates_command(sub)
     retry = sub.add_parser(
         "retry",
         parents=[common],
@@ -92,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo(args.dir)
+        if args.command == "templates":
+            return _templates(args)
         settings = load_config(config_path(args.config))
         if args.command == "check-config":
             return _check_config(settings, args)
@@ -99,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(settings, now, args.verbose)
         if args.command == "preview":
-            return _preview(settings, args.email, now, args.out)
+            return _preview(settings, args.email, now, args.out, show=args.open, text=args.text)
         if args.command == "retry":
             return _retry(settings, args.email, now)
     except ConfigError as exc:
@@ -139,13 +148,52 @@ def _run(settings: Settings, now: datetime, verbose: int) -> int:
     return report.exit_code
 
 
-def _preview(settings: Settings, email: str, now: datetime, out: Path | None) -> int:
-    from digest.plan import preview_html
+def _preview(
+    settings: Settings,
+    email: str,
+    now: datetime,
+    out: Path | None,
+    *,
+    show: bool = False,
+    text: bool = False,
+) -> int:
+    from digest.plan import preview_bodies
 
-    html = preview_html(settings, email, now)
+    html, plain = preview_bodies(settings, email, now)
+    if text and not show and out is None:
+        sys.stdout.write(plain)
+        return EXIT_OK
     target = out or Path(f"preview-{email}.html")
     target.write_text(html, encoding="utf-8")
-    print(target)
+    if text:
+        sys.stdout.write(plain)
+    else:
+        print(target)
+    if show:
+        import webbrowser
+
+        if not webbrowser.open(target.resolve().as_uri()):
+            print(f"digest: no browser to open; the preview is at {target}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_templates_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    templates = sub.add_parser("templates", help="work with the email templates")
+    actions = templates.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="copy the bundled templates to DIR; point digest.templates_dir at it and edit",
+    )
+    export.add_argument("dir", type=Path)
+    export.add_argument("--force", action="store_true", help="overwrite files already in DIR")
+
+
+def _templates(args: argparse.Namespace) -> int:
+    from digest.templates_cli import export_templates
+
+    for path in export_templates(args.dir, force=args.force):
+        print(path)
+    print(f"now set templates_dir = {str(args.dir)!r} in the [digest] section", file=sys.stderr)
     return EXIT_OK
 
 

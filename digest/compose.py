@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -16,11 +17,17 @@ from digest.render import (
     Envelope,
     ItemView,
     build_message,
+    list_id_for,
     message_bytes,
-    render_bodies,
+    render,
     subject_for,
+    unsubscribe_mailto,
 )
+from digest.sanitize import clean_paragraphs, clean_text, lead_image
 from digest.store import DigestItemRow, DigestRow
+
+if TYPE_CHECKING:
+    from digest.dkim import Signer
 
 
 class _Shown(Protocol):
@@ -55,28 +62,32 @@ def digest_view(
     window_end: datetime,
     lines: Sequence[tuple[_Shown, str, str, str]],
 ) -> DigestView:
-    """Lines are (entry, section, reasons, also_in), in digest order."""
+    """Lines are (entry, section, reasons, also_in), in digest order. Every piece of feed text
+    is cleaned here (no control characters or bidi tricks); templates escape it."""
     tz = settings.subscriber_timezone(sub)
+    images = settings.digest.images
     featured: list[ItemView] = []
     more: list[ItemView] = []
     for entry, section, reasons, also_in in lines:
         if section == "merged":
             continue
+        shown = section == "featured"
         view = ItemView(
-            title=entry.title,
+            title=clean_text(entry.title),
             url=entry.url,
-            feed=entry.feed_title or entry.feed,
-            author=entry.author,
+            feed=clean_text(entry.feed_title or entry.feed),
+            author=clean_text(entry.author),
             published=_local(entry.published or entry.first_seen, tz),
             reading_minutes=entry.reading_minutes,
-            summary=entry.summary or "",
-            reasons=tuple(r for r in reasons.split("\n") if r),
-            also_in=tuple(a for a in also_in.split("\n") if a),
+            summary=clean_paragraphs(entry.summary or ""),
+            reasons=tuple(clean_text(r) for r in reasons.split("\n") if r.strip()),
+            also_in=tuple(clean_text(a) for a in also_in.split("\n") if a.strip()),
+            image=lead_image(entry.content) if images and shown else None,
         )
-        (featured if section == "featured" else more).append(view)
+        (featured if shown else more).append(view)
     kind = settings.subscriber_schedule(sub).kind
     return DigestView(
-        name=settings.digest.name,
+        name=clean_text(settings.digest.name),
         period="" if kind == "cron" else kind,
         recipient=sub.email,
         window_start=_local(window_start, tz, with_time=False),
@@ -84,7 +95,17 @@ def digest_view(
         items=featured,
         more=more,
         explain=sub.explain,
+        group_by=settings.digest.group_by,
+        unsubscribe_url=unsubscribe_url(settings, sub),
+        unsubscribe_mailto=unsubscribe_mailto(settings.digest.from_),
     )
+
+
+def unsubscribe_url(settings: Settings, sub: SubscriberSettings) -> str:
+    """The operator's unsubscribe endpoint for this reader; `{email}` in the setting is
+    replaced by the reader's address, so one-click requests say who wants out."""
+    template = settings.digest.unsubscribe_url or ""
+    return template.replace("{email}", quote(sub.email, safe="@"))
 
 
 def _local(when: datetime, tz: ZoneInfo, *, with_time: bool = True) -> str:
@@ -105,19 +126,24 @@ def compose(
     digest: DigestRow,
     items: Sequence[DigestItemRow],
     env: jinja2.Environment,
+    *,
+    signer: Signer | None = None,
 ) -> Composed:
-    """A stored digest as a finished message. Raises TemplateError naming file and line."""
+    """A stored digest as a finished message, DKIM-signed when a signer is given.
+    Raises TemplateError naming file and line."""
     lines = [(i.entry, i.section, i.reasons, i.also_in) for i in items]
     view = digest_view(settings, sub, digest.window_start, digest.window_end, lines)
-    html, text = render_bodies(env, view)
+    rendered = render(env, view, budget=settings.digest.html_budget_kb * 1024)
     envelope = Envelope(
         sender=settings.digest.from_,
         recipient=sub.email,
-        subject=subject_for(settings.digest.subject, view),
+        recipient_name=sub.name or "",
+        subject=subject_for(settings.digest.subject, rendered.view),
         message_id=digest.message_id,
         date=digest.created_at,
-        list_id=f"{settings.digest.name} <digest.{settings.digest.from_domain}>",
+        list_id=list_id_for(settings.digest.name, settings.digest.from_domain),
         reply_to=settings.digest.reply_to,
-        unsubscribe_url=settings.digest.unsubscribe_url,
+        unsubscribe_url=view.unsubscribe_url or None,
     )
-    return Composed(message_bytes(build_message(envelope, html, text)), html)
+    data = message_bytes(build_message(envelope, rendered.html, rendered.text))
+    return Composed(signer.sign(data) if signer is not None else data, rendered.html)

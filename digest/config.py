@@ -77,6 +77,14 @@ class DigestSettings(_Section):
     subject: str = "Your {period} digest: {count} new {posts} from {sources}"
     templates_dir: Path | None = None
     unsubscribe_url: str | None = None
+    group_by: Literal["rank", "feed"] = "rank"
+    images: bool = Field(
+        default=False,
+        description="show each post's first https image that has a size and alt text",
+    )
+    html_budget_kb: int = Field(
+        default=90, ge=20, le=100, description="HTML part size cap; Gmail clips at ~102 KB"
+    )
 
     _tz = field_validator("timezone")(_check_timezone)
 
@@ -195,6 +203,21 @@ class SubscriberSettings(_Section):
         return value
 
 
+class DkimSettings(_Section):
+    """DKIM signing of every digest, on when this section is present."""
+
+    selector: str
+    private_key: Path  # PEM file; relative to the config file
+    domain: str | None = None  # default: the domain of digest.from
+
+    @field_validator("selector", "domain")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
+            raise ValueError(f"not a DNS name: {value!r}")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIGEST_",
@@ -207,6 +230,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     smtp: SmtpSettings = SmtpSettings()
     collect: CollectSettings = CollectSettings()
+    dkim: DkimSettings | None = None
     feeds: list[FeedSettings] = []
     subscribers: list[SubscriberSettings] = []
 

@@ -18,6 +18,7 @@ import jinja2
 
 from digest.compose import compose
 from digest.config import Settings, SubscriberSettings
+from digest.dkim import DkimError, Signer, load_signer
 from digest.errors import DeliveryError, FatalDeliveryError, ServerUnavailable, TemplateError
 from digest.mailer import FolderMailer, Mailer, SmtpMailer
 from digest.render import make_environment
@@ -95,6 +96,11 @@ async def deliver(
     by_email = {s.email.lower(): s for s in settings.subscribers}
     templates = settings.digest.templates_dir
     env = make_environment(settings.resolve(templates) if templates else None)
+    try:
+        signer = load_signer(settings)
+    except DkimError as exc:
+        report.fatal = f"delivery stopped: {exc}"
+        return report
     factory = mailer_factory or (lambda: make_mailer(settings))
     connections = 1 if settings.delivery.mode == "folder" else settings.delivery.connections
     pace = _Pace(settings.delivery.rate_limit)
@@ -120,7 +126,9 @@ async def deliver(
                         continue
                     await pace.wait()
                     sub = by_email[digest.email]
-                    outcome = await _deliver_one(settings, store, env, channel, digest, sub, now)
+                    outcome = await _deliver_one(
+                        settings, store, env, channel, digest, sub, now, signer
+                    )
                     report.outcomes.append(outcome)
         except (FatalDeliveryError, ServerUnavailable) as exc:
             if not stop.is_set():
@@ -149,11 +157,13 @@ async def _deliver_one(
     digest: DigestRow,
     sub: SubscriberSettings,
     now: datetime,
+    signer: Signer | None = None,
 ) -> DeliveryOutcome:
-    items = store.digest_items(digest.id)
+    # Post HTML is read only when lead images are on: summaries are all a digest needs.
+    items = store.digest_items(digest.id, with_content=settings.digest.images)
     try:
-        composed = compose(settings, sub, digest, items, env)
-    except TemplateError as exc:
+        composed = compose(settings, sub, digest, items, env, signer=signer)
+    except (TemplateError, DkimError) as exc:
         store.mark_failed(digest.id, str(exc), retry_at=now + RETRY_BASE)
         return DeliveryOutcome(sub.email, digest.period, len(items), str(exc), temporary=True)
     if not store.mark_sending(digest.id, now):

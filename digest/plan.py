@@ -107,6 +107,12 @@ def _select(
 
 def preview_html(settings: Settings, email: str, now: datetime) -> str:
     """The HTML `email` would get if a digest went out now. Records nothing but cached summaries."""
+    return preview_bodies(settings, email, now)[0]
+
+
+def preview_bodies(settings: Settings, email: str, now: datetime) -> tuple[str, str]:
+    """(html, text) `email` would get if a digest went out now. Records nothing but cached
+    summaries."""
     sub = next((s for s in settings.subscribers if s.email.lower() == email.lower()), None)
     if sub is None:
         raise ConfigError([f"subscribers: no subscriber {email} in the config"])
@@ -130,7 +136,7 @@ def preview_html(settings: Settings, email: str, now: datetime) -> str:
     view = digest_view(settings, sub, since, now, lines)
     templates = settings.digest.templates_dir
     env = make_environment(settings.resolve(templates) if templates else None)
-    return render_bodies(env, view)[0]
+    return render_bodies(env, view, budget=settings.digest.html_budget_kb * 1024)
 
 
 def _profile(sub: SubscriberSettings, feeds: Sequence[FeedSettings]) -> Profile:

@@ -556,9 +556,9 @@ class Store:
         with self.engine.connect() as conn:
             return [_digest_row(r) for r in conn.execute(query)]
 
-    def digest_items(self, digest_id: int) -> list[DigestItemRow]:
+    def digest_items(self, digest_id: int, *, with_content: bool = False) -> list[DigestItemRow]:
         query = (
-            _entry_select(with_content=False)
+            _entry_select(with_content=with_content)
             .add_columns(
                 digest_entries.c.position,
                 digest_entries.c.section,
