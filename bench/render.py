@@ -20,7 +20,6 @@ from digest.render import (
     build_message,
     html_size,
     make_environment,
-    message_bytes,
     render,
 )
 from tests.golden.sample import fixture_view
@@ -51,7 +50,7 @@ def describe(label: str, view: DigestView, rounds: int) -> None:
 
     def whole() -> bytes:
         r = render(env, view)
-        return message_bytes(build_message(ENVELOPE, r.html, r.text))
+        return build_message(ENVELOPE, r.html, r.text)
 
     message_ms = per_call_ms(whole, rounds)
     fitted = rendered.view

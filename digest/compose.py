@@ -18,7 +18,6 @@ from digest.render import (
     ItemView,
     build_message,
     list_id_for,
-    message_bytes,
     render,
     subject_for,
     unsubscribe_mailto,
@@ -145,5 +144,5 @@ def compose(
         reply_to=settings.digest.reply_to,
         unsubscribe_url=view.unsubscribe_url or None,
     )
-    data = message_bytes(build_message(envelope, rendered.html, rendered.text))
+    data = build_message(envelope, rendered.html, rendered.text)
     return Composed(signer.sign(data) if signer is not None else data, rendered.html)

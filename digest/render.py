@@ -3,6 +3,8 @@ and text, then a 7-bit clean EmailMessage. Pure apart from loading templates onc
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -345,9 +347,8 @@ def unsubscribe_mailto(sender: str) -> str:
     return f"mailto:{parseaddr(sender)[1]}?subject=unsubscribe"
 
 
-def build_message(envelope: Envelope, html: str, text: str) -> EmailMessage:
-    """multipart/alternative, text first (RFC 2046: preferred part last), on a 7-bit policy:
-    CRLF, quoted-printable bodies, no line over 78 octets."""
+def _headers(envelope: Envelope) -> EmailMessage:
+    """The message's headers, built and validated by the email package (no body)."""
     message = EmailMessage(policy=SMTP_7BIT)
     name, address = parseaddr(envelope.sender)
     message["Date"] = format_datetime(envelope.date)
@@ -369,10 +370,38 @@ def build_message(envelope: Envelope, html: str, text: str) -> EmailMessage:
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["Precedence"] = "bulk"
-    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return message
 
 
-def message_bytes(message: EmailMessage) -> bytes:
-    return message.as_bytes(policy=SMTP_7BIT)
+def build_message(envelope: Envelope, html: str, text: str) -> bytes:
+    """The finished message: multipart/alternative, text first (RFC 2046: preferred part last),
+    7-bit clean: CRLF, quoted-printable bodies, no line over 76 octets.
+
+    Headers are encoded and folded by the email package's SMTP policy. The bodies are encoded
+    with binascii's C quoted-printable codec and framed here: the email package's pure-Python
+    encoder and generator took ~6 ms of a ~7.5 ms message, the whole per-digest budget when
+    thousands go out in one run. The boundary contains "=_", which quoted-printable output can
+    never contain, and comes from the Message-ID, so a retry is byte-identical."""
+    headers = _headers(envelope)
+    token = hashlib.sha256(envelope.message_id.encode("utf-8", "replace")).hexdigest()[:32]
+    boundary = f"=_digest_{token}"
+    headers["MIME-Version"] = "1.0"
+    headers["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+    fold = SMTP_7BIT.fold_binary
+    out = [b"".join(fold(name, value) for name, value in headers.items()), b"\r\n"]
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    for subtype, body in (("plain", text), ("html", html)):
+        out += [
+            delimiter,
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode("ascii"),
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            _quoted_printable(body),
+            b"\r\n",
+        ]
+    out.append(f"--{boundary}--\r\n".encode("ascii"))
+    return b"".join(out)
+
+
+def _quoted_printable(text: str) -> bytes:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(lines, istext=True).replace(b"\n", b"\r\n")

@@ -12,7 +12,6 @@ from digest.render import (
     ItemView,
     build_message,
     make_environment,
-    message_bytes,
     render_bodies,
     subject_for,
 )
@@ -61,7 +60,7 @@ def test_crlf_in_feed_text_cannot_inject_a_header() -> None:
         list_id="Test <digest.example.org>",
     )
     html, text = render_bodies(make_environment(), v)
-    raw = message_bytes(build_message(envelope, html, text))
+    raw = build_message(envelope, html, text)
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert parsed["Bcc"] is None
     assert "Bcc: victim" in parsed["Subject"]  # still there, as harmless text
@@ -81,3 +80,26 @@ def test_text_part_lines_fit_72_columns() -> None:
     _, text = render_bodies(make_environment(), view())
     long_lines = [line for line in text.splitlines() if len(line) > 72 and "://" not in line]
     assert long_lines == []
+
+
+def test_message_is_byte_identical_when_built_again_and_bodies_round_trip() -> None:
+    v = view()
+    html, text = render_bodies(make_environment(), v)
+    envelope = Envelope(
+        sender="Digest <digest@example.org>",
+        recipient="ada@example.org",
+        subject="Ünïcode — subject",
+        message_id="<retry@example.org>",
+        date=datetime(2026, 6, 4, 7, tzinfo=UTC),
+        list_id="Test <digest.example.org>",
+    )
+    first, again = build_message(envelope, html, text), build_message(envelope, html, text)
+    assert first == again, "a retry sends the very same bytes"
+    parsed = email.message_from_bytes(first, policy=email.policy.default)
+    assert parsed["Subject"] == "Ünïcode — subject"
+    plain = parsed.get_body(("plain",))
+    rich = parsed.get_body(("html",))
+    assert plain is not None and rich is not None
+    assert plain.get_content().replace("\r\n", "\n") == text.replace("\r\n", "\n")
+    assert rich.get_content().replace("\r\n", "\n") == html.replace("\r\n", "\n")
+    assert first.isascii()
