@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,6 +108,8 @@ def unsubscribe_url(settings: Settings, sub: SubscriberSettings) -> str:
     return template.replace("{email}", quote(sub.email, safe="@"))
 
 
+# Pure and called for the same posts in thousands of digests per run: memoized.
+@functools.lru_cache(maxsize=8192)
 def _local(when: datetime, tz: ZoneInfo, *, with_time: bool = True) -> str:
     local = when.astimezone(tz)
     day = f"{local:%a} {local.day} {local:%b %Y}"

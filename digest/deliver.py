@@ -33,7 +33,6 @@ PAGE = 200
 class DeliveryOutcome:
     email: str
     period: str
-    posts: int
     error: str | None = None
     temporary: bool = False
     suspended: bool = False
@@ -159,22 +158,24 @@ async def _deliver_one(
     now: datetime,
     signer: Signer | None = None,
 ) -> DeliveryOutcome:
-    # Post HTML is read only when lead images are on: summaries are all a digest needs.
-    items = store.digest_items(digest.id, with_content=settings.digest.images)
-    try:
-        composed = compose(settings, sub, digest, items, env, signer=signer)
-    except (TemplateError, DkimError) as exc:
-        store.mark_failed(digest.id, str(exc), retry_at=now + RETRY_BASE)
-        return DeliveryOutcome(sub.email, digest.period, len(items), str(exc), temporary=True)
+    data = digest.message
+    if data is None:  # not composed when it was written (or written by an older version)
+        # Post HTML is read only when lead images are on: summaries are all a digest needs.
+        items = store.digest_items(digest.id, with_content=settings.digest.images)
+        try:
+            data = compose(settings, sub, digest, items, env, signer=signer).data
+        except (TemplateError, DkimError) as exc:
+            store.mark_failed(digest.id, str(exc), retry_at=now + RETRY_BASE)
+            return DeliveryOutcome(sub.email, digest.period, str(exc), temporary=True)
+        store.save_message(digest.id, data)
     if not store.mark_sending(digest.id, now):
-        return DeliveryOutcome(sub.email, digest.period, len(items), "claimed by another run")
+        return DeliveryOutcome(sub.email, digest.period, "claimed by another run")
     try:
         await channel.send(
-            composed.data,
+            data,
             settings.digest.from_address,
             sub.email,
             name=f"{digest.period.replace(':', '')}-{sub.email}",
-            html=composed.html,
         )
     except ServerUnavailable as exc:
         # Nothing was handed over: not an attempt against this digest.
@@ -186,14 +187,14 @@ async def _deliver_one(
     except DeliveryError as exc:
         if exc.temporary:
             store.mark_failed(digest.id, str(exc), retry_at=_backoff(now, digest.attempts + 1))
-            return DeliveryOutcome(sub.email, digest.period, len(items), str(exc), temporary=True)
+            return DeliveryOutcome(sub.email, digest.period, str(exc), temporary=True)
         store.mark_failed(digest.id, str(exc), retry_at=None)
         suspended = store.record_bounce(digest.subscriber_id, settings.delivery.max_hard_bounces)
         return DeliveryOutcome(
-            sub.email, digest.period, len(items), str(exc), temporary=False, suspended=suspended
+            sub.email, digest.period, str(exc), temporary=False, suspended=suspended
         )
     store.mark_sent(digest.id, now)
-    return DeliveryOutcome(sub.email, digest.period, len(items))
+    return DeliveryOutcome(sub.email, digest.period)
 
 
 def _backoff(now: datetime, attempt: int) -> datetime:

@@ -3,10 +3,13 @@ aiosmtplib. Errors come out as DeliveryError (temporary or not) or FatalDelivery
 
 from __future__ import annotations
 
+import email
+import email.policy
 import ipaddress
 import os
 import re
 import ssl
+from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -26,7 +29,7 @@ class Mailer(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str) -> None:
         """Deliver one message or raise DeliveryError."""
 
 
@@ -46,14 +49,22 @@ class FolderMailer:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9@._+-]+", "_", name)
         try:
-            _write_atomic(self.folder / f"{safe}.html", html.encode("utf-8"))
+            _write_atomic(self.folder / f"{safe}.html", _html_part(data))
             # The .eml last: its presence means the digest is complete.
             _write_atomic(self.folder / f"{safe}.eml", data)
         except OSError as exc:
             raise DeliveryError(f"cannot write to {self.folder}: {exc}", temporary=True) from None
+
+
+def _html_part(data: bytes) -> bytes:
+    """The HTML body of a finished message, for the preview file beside the .eml."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    body = message.get_body(("html",))
+    content = body.get_content() if isinstance(body, EmailMessage) else ""
+    return str(content).encode("utf-8")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -161,7 +172,7 @@ class SmtpMailer:
         self._smtp = smtp
         return smtp
 
-    async def send(self, data: bytes, sender: str, recipient: str, *, name: str, html: str) -> None:
+    async def send(self, data: bytes, sender: str, recipient: str, *, name: str) -> None:
         smtp = await self._connection()
         try:
             errors, _ = await smtp.sendmail(sender, [recipient], data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import io
 import re
@@ -24,6 +25,8 @@ def clean_line(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
+# Pure and called for the same posts in thousands of digests per run: memoized.
+@functools.lru_cache(maxsize=8192)
 def safe_url(url: str, base: str = "") -> str:
     """An absolute http(s) URL, or '' for anything else (javascript:, data:, relative junk)."""
     url = clean_line(url)

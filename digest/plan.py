@@ -7,12 +7,13 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import jinja2
+
 from digest import rank, summarize
-from digest.compose import digest_view
+from digest.compose import compose, digest_view
 from digest.config import FeedSettings, Settings, SubscriberSettings
-from digest.errors import (
-    ConfigError,
-)
+from digest.dkim import DkimError, load_signer
+from digest.errors import ConfigError, TemplateError
 from digest.models import Candidate, Profile, Selection
 from digest.render import (
     make_environment,
@@ -35,14 +36,39 @@ def write_due_digests(
     subscriber_rows: dict[str, SubscriberRow],
     now: datetime,
 ) -> int:
+    """Write every due digest to the outbox, then its finished message beside it.
+
+    Composing here, one digest at a time, keeps the send loop to reading bytes and talking
+    SMTP, and makes every retry send exactly these bytes. A digest whose message could not be
+    made (a template error, a DKIM key problem) is composed again, and reported, at delivery."""
     created = 0
+    templates = settings.digest.templates_dir
+    env: jinja2.Environment | None = make_environment(
+        settings.resolve(templates) if templates else None
+    )
+    try:
+        signer = load_signer(settings)
+    except DkimError:
+        signer, env = None, None  # delivery reports the key problem, once
     for sub in settings.subscribers:
         row = subscriber_rows[sub.email]
         if row.suspended:
             continue
         plan = plan_digest(settings, store, sub, row, feed_rows, now)
-        if plan is not None and store.create_digest(plan) is not None:
-            created += 1
+        if plan is None:
+            continue
+        digest_id = store.create_digest(plan)
+        if digest_id is None:
+            continue
+        created += 1
+        if env is not None:
+            digest = store.digest(digest_id)
+            items = store.digest_items(digest_id, with_content=settings.digest.images)
+            try:
+                composed = compose(settings, sub, digest, items, env, signer=signer)
+            except (TemplateError, DkimError):
+                continue
+            store.save_message(digest_id, composed.data)
     return created
 
 

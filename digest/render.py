@@ -4,6 +4,7 @@ and text, then a 7-bit clean EmailMessage. Pure apart from loading templates onc
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -155,6 +156,8 @@ def make_environment(templates_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
+# Pure and called for the same posts in thousands of digests per run: memoized.
+@functools.lru_cache(maxsize=8192)
 def _wrap(text: str, width: int = 72, indent: str = "", first: str | None = None) -> str:
     """Paragraphs wrapped to `width`; `first` replaces the indent on the first line (a number).
     Words are never broken, so a URL longer than the line stays whole on a line of its own.

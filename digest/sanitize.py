@@ -3,6 +3,7 @@ a digest passes through here. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,12 +52,15 @@ _IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
 _ATTR = re.compile(r'([a-zA-Z-]+)="([^"]*)"')
 
 
+# Pure and called for the same posts in thousands of digests per run: memoized.
+@functools.lru_cache(maxsize=8192)
 def clean_text(text: str) -> str:
     """One line of feed text (a title, an author, a feed name): no control characters,
     no bidi tricks, whitespace collapsed."""
     return " ".join(_UNSAFE_CHARS.sub(" ", text).split())
 
 
+@functools.lru_cache(maxsize=8192)
 def clean_paragraphs(text: str) -> str:
     """Plain text that may keep its paragraph breaks (a summary)."""
     paragraphs = re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n"))

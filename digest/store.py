@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -141,6 +142,8 @@ digests = Table(
     Column("last_error", Text),
     Column("next_attempt_at", UTCDateTime),
     Column("sent_at", UTCDateTime),
+    # The finished message, kept until the server accepts it: a retry sends the same bytes.
+    Column("message", LargeBinary),
     UniqueConstraint("subscriber_id", "period", name="uq_digests_subscriber_period"),
 )
 Index("ix_digests_state", digests.c.state, digests.c.next_attempt_at)
@@ -190,6 +193,7 @@ class DigestRow:
     message_id: str
     attempts: int
     last_error: str | None
+    message: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +438,12 @@ class Store:
 
     # ---- digests ------------------------------------------------------------------------
 
+    def digest(self, digest_id: int) -> DigestRow:
+        with self.engine.connect() as conn:
+            return _digest_row(
+                conn.execute(_digest_select().where(digests.c.id == digest_id)).one()
+            )
+
     def last_digest(self, subscriber_id: int) -> DigestRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -591,7 +601,9 @@ class Store:
             subscriber_id = conn.execute(
                 update(digests)
                 .where(digests.c.id == digest_id)
-                .values(state="sent", sent_at=now, last_error=None, next_attempt_at=None)
+                .values(
+                    state="sent", sent_at=now, last_error=None, next_attempt_at=None, message=None
+                )
                 .returning(digests.c.subscriber_id)
             ).scalar_one()
             # Bounces count only while consecutive: a delivered digest clears them.
@@ -618,6 +630,10 @@ class Store:
             values["attempts"] = digests.c.attempts - 1
         with self.engine.begin() as conn:
             conn.execute(update(digests).where(digests.c.id == digest_id).values(**values))
+
+    def save_message(self, digest_id: int, data: bytes) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(digests).where(digests.c.id == digest_id).values(message=data))
 
     def record_bounce(self, subscriber_id: int, limit: int) -> bool:
         """Count a hard bounce; True when this one suspends the subscriber."""
@@ -698,6 +714,7 @@ def _digest_row(r: Any) -> DigestRow:
         message_id=r.message_id,
         attempts=r.attempts,
         last_error=r.last_error,
+        message=r.message,
     )
 
 

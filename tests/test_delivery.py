@@ -245,6 +245,8 @@ def test_connection_dropped_after_data_gives_at_most_one_duplicate_same_message_
     copies = faulty_smtp.handler.parsed()
     assert len(copies) == 2
     assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+    raw = [data for _, _, data in faulty_smtp.handler.messages]
+    assert raw[0] == raw[1], "the retry resends the stored message, byte for byte"
     assert run_at(config, "2026-06-04T09:05:00+00:00") == 0
     assert len(faulty_smtp.handler.messages) == 2
 
