@@ -4,6 +4,7 @@ One bad feed is an outcome, not an exception."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,11 +13,15 @@ from digest.errors import (
     FeedError,
 )
 from digest.fetch import FetchResult, fetch_url, make_client, read_file
+from digest.models import ParsedEntry
 from digest.parse import parse_feed
+from digest.plan import summary_key
 from digest.store import (
     FeedState,
     Store,
+    content_hash,
 )
+from digest.summarize import reading_minutes, summarize
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,10 @@ async def collect(
                 except FeedError as exc:
                     store.record_fetch(state.id, now, error=str(exc))
                     return FeedOutcome(feed.name, error=f"{settings.feed_location(feed)}: {exc}")
-            new = store.add_entries(state.id, parsed.entries, now)
+            wanted = {e.key: summary_key(content_hash(e.content)) for e in parsed.entries}
+            stale = store.stale_summaries(state.id, wanted)
+            summaries = await asyncio.to_thread(_summaries, parsed.entries, stale, wanted)
+            new = store.add_entries(state.id, parsed.entries, now, summaries)
             store.record_fetch(
                 state.id,
                 now,
@@ -60,6 +68,17 @@ async def collect(
             return FeedOutcome(feed.name, new=new)
 
         return list(await asyncio.gather(*(one(f) for f in settings.feeds)))
+
+
+def _summaries(
+    entries: Sequence[ParsedEntry], stale: set[str], wanted: Mapping[str, str]
+) -> dict[str, tuple[str, str, int]]:
+    """Each new or changed post is summarized once, when it arrives."""
+    return {
+        e.key: (summarize(e.title, e.content), wanted[e.key], reading_minutes(e.content))
+        for e in entries
+        if e.key in stale
+    }
 
 
 async def _fetch(

@@ -28,6 +28,9 @@ from digest.store import (
     SubscriberRow,
 )
 
+# Ranking reads a post's opening (its first ~150 words); HTML around them is rarely longer.
+OPENING_CHARS = 12_000
+
 
 def write_due_digests(
     settings: Settings,
@@ -126,7 +129,9 @@ def _select(
     now: datetime,
 ) -> Selection:
     feeds = settings.subscriber_feeds(sub)
-    rows = store.candidates(row.id, [feed_rows[f.name].id for f in feeds], since, now)
+    rows = store.candidates(
+        row.id, [feed_rows[f.name].id for f in feeds], since, now, opening_chars=OPENING_CHARS
+    )
     candidates = _with_summaries(store, rows, {f.name: f.weight for f in settings.feeds})
     return rank.select(_profile(sub, feeds), candidates, now)
 
@@ -199,25 +204,30 @@ def _message_id(period: str, subscriber_id: int, domain: str) -> str:
     return f"<digest.{stamp}.{subscriber_id}.{secrets.token_hex(6)}@{domain}>"
 
 
-def _summary_key(row: EntryRow) -> str:
-    return f"{row.content_hash}:{summarize.SUMMARIZER_VERSION}"
+def summary_key(content_hash: str) -> str:
+    """What a cached summary is valid for: this content, this summarizer."""
+    return f"{content_hash}:{summarize.SUMMARIZER_VERSION}"
 
 
 def _with_summaries(
     store: Store, rows: Sequence[EntryRow], weights: dict[str, float]
 ) -> list[Candidate]:
-    """Summaries (and reading times) are cached per entry and content hash: an unchanged post
-    is summarized once, however many subscribers get it."""
+    """Summaries (and reading times) are made when a post is collected and cached per entry and
+    content hash; this fills in any that are missing (posts stored by an older summarizer)."""
     fresh: list[tuple[int, str, str, int]] = []
     out = []
+    missing = [
+        r.id for r in rows if r.summary is None or r.summary_key != summary_key(r.content_hash)
+    ]
+    full = store.contents(missing)  # rows carry only the opening; a summary wants it all
     for row in rows:
-        key = _summary_key(row)
-        if row.summary is not None and row.summary_key == key:
+        if row.id not in full and row.summary is not None:
             text, minutes = row.summary, row.reading_minutes
         else:
-            text = summarize.summarize(row.title, row.content)
-            minutes = summarize.reading_minutes(row.content)
-            fresh.append((row.id, text, key, minutes))
+            content = full.get(row.id, row.content)
+            text = summarize.summarize(row.title, content)
+            minutes = summarize.reading_minutes(content)
+            fresh.append((row.id, text, summary_key(row.content_hash), minutes))
         out.append(
             Candidate(
                 entry_id=row.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -373,13 +373,43 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
 
-    def add_entries(self, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime) -> int:
-        """Store entries not seen before (first_seen = now); refresh changed ones.
+    def stale_summaries(self, feed_id: int, wanted: Mapping[str, str]) -> set[str]:
+        """Keys (of entry key -> summary key) not stored with that summary: new entries,
+        changed content, or a summarizer version bump."""
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            current = {
+                r.key: r.summary_key
+                for r in conn.execute(
+                    select(entries.c.key, entries.c.summary_key)
+                    .where(entries.c.feed_id == feed_id)
+                    .where(entries.c.key.in_(list(wanted)))
+                )
+            }
+        return {key for key, summary_key in wanted.items() if current.get(key) != summary_key}
 
-        Returns how many were new."""
+    def add_entries(
+        self,
+        feed_id: int,
+        parsed: Sequence[ParsedEntry],
+        now: datetime,
+        summaries: Mapping[str, tuple[str, str, int]] | None = None,
+    ) -> int:
+        """Store entries not seen before (first_seen = now); refresh changed ones.
+        `summaries` maps entry keys to (summary, summary_key, reading_minutes) to store with
+        them. Returns how many entries were new."""
         if not parsed:
             return 0
         unique = {p.key: p for p in parsed}
+        summaries = summaries or {}
+
+        def summary_values(key: str) -> dict[str, Any]:
+            if key not in summaries:
+                return {}
+            text_, summary_key, minutes = summaries[key]
+            return {"summary": text_, "summary_key": summary_key, "reading_minutes": minutes}
+
         with self.engine.begin() as conn:
             existing = {
                 r.key: r
@@ -405,13 +435,23 @@ class Store:
                             "content": p.content,
                             "content_hash": digest_of,
                             "first_seen": now,
+                            "summary": None,
+                            "summary_key": None,
+                            "reading_minutes": 0,
                         }
+                        | summary_values(key)
                     )
-                elif row.content_hash != digest_of or row.title != p.title:
+                elif row.content_hash != digest_of or row.title != p.title or key in summaries:
                     conn.execute(
                         update(entries)
                         .where(entries.c.id == row.id)
-                        .values(title=p.title, content=p.content, content_hash=digest_of, url=p.url)
+                        .values(
+                            title=p.title,
+                            content=p.content,
+                            content_hash=digest_of,
+                            url=p.url,
+                            **summary_values(key),
+                        )
                     )
             if fresh:
                 conn.execute(_insert_ignore(self.dialect, entries, ("feed_id", "key")), fresh)
@@ -455,7 +495,13 @@ class Store:
         return None if row is None else _digest_row(row)
 
     def candidates(
-        self, subscriber_id: int, feed_ids: Sequence[int], since: datetime, until: datetime
+        self,
+        subscriber_id: int,
+        feed_ids: Sequence[int],
+        since: datetime,
+        until: datetime,
+        *,
+        opening_chars: int | None = None,
     ) -> list[EntryRow]:
         """Entries first seen in (since, until] on these feeds, plus entries of this
         subscriber's digests that never went out, minus anything already in a live digest."""
@@ -477,13 +523,23 @@ class Store:
             entries.c.first_seen <= until,
         )
         query = (
-            _entry_select()
+            _entry_select(opening_chars=opening_chars)
             .where(window | entries.c.id.in_(carried))
             .where(entries.c.id.not_in(taken))
             .order_by(entries.c.first_seen, entries.c.id)
         )
         with self.engine.connect() as conn:
             return [_entry_row(r) for r in conn.execute(query)]
+
+    def contents(self, entry_ids: Sequence[int]) -> dict[int, str]:
+        """Full HTML of these entries."""
+        if not entry_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries.c.id, entries.c.content).where(entries.c.id.in_(list(entry_ids)))
+            )
+            return {r.id: r.content for r in rows}
 
     def save_summaries(self, values: Sequence[tuple[int, str, str, int]]) -> None:
         """(entry_id, summary, summary_key, reading_minutes) for each entry."""
@@ -718,10 +774,15 @@ def _digest_row(r: Any) -> DigestRow:
     )
 
 
-def _entry_select(*, with_content: bool = True) -> Any:
-    # Rendering a stored digest needs summaries, not the posts: skipping content keeps each
-    # delivery's read to a few KB instead of the full HTML of every post.
-    content = entries.c.content if with_content else literal("").label("content")
+def _entry_select(*, with_content: bool = True, opening_chars: int | None = None) -> Any:
+    # Rendering a stored digest needs summaries, not the posts, and ranking needs only a post's
+    # opening: reading less keeps each query to a few KB instead of the full HTML of every post.
+    if not with_content:
+        content: Any = literal("").label("content")
+    elif opening_chars:
+        content = func.substr(entries.c.content, 1, opening_chars).label("content")
+    else:
+        content = entries.c.content
     return select(
         entries.c.id,
         feeds.c.name.label("feed"),
