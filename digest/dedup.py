@@ -22,7 +22,7 @@ different posts together.
 
 from __future__ import annotations
 
-import heapq
+import hashlib
 import html
 import itertools
 import re
@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.textindex import STOPWORDS, chunks, html_to_text, stem, term_seq, words
+from digest.textindex import STOPWORDS, chunks, stem, term_seq, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
@@ -151,7 +151,7 @@ class Record:
     url: str
     title: str
     published: datetime | None
-    text: str  # visible text of the opening (already extracted from HTML)
+    text: str  # visible text of the opening (already extracted from HTML, see `visible_text`)
     tokens: list[str] | None = None  # term_seq of the text's opening, if the caller has it
     url_key: str = ""
     titles: frozenset[str] = frozenset()
@@ -163,8 +163,9 @@ class Record:
 
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
-        self.titles = title_variants(self.title)
-        toks = normalize_title(self.title).split()
+        undecorated = _undecorate(self.title)
+        toks = words(undecorated)
+        self.titles = _title_variants(undecorated, toks)
         self.reply = bool(_REPLY.match(_fold(self.title)))
         if self.url_key.startswith(_ID_HOSTS):
             self.post_id = self.url_key
@@ -255,7 +256,11 @@ def normalize_title(title: str) -> str:
 def title_variants(title: str) -> frozenset[str]:
     """The normalized title, and the same without a trailing " — Site name" part."""
     t = _undecorate(title)
-    out = {" ".join(words(t))}
+    return _title_variants(t, words(t))
+
+
+def _title_variants(t: str, toks: list[str]) -> frozenset[str]:
+    out = {" ".join(toks)}
     m = _SITE_SUFFIX.search(t)
     if m and len(m.group(1).split()) <= 5:
         head = " ".join(words(t[: m.start()]))
@@ -265,12 +270,34 @@ def title_variants(title: str) -> frozenset[str]:
     return frozenset(out)
 
 
+class _TermIds(dict[str, int]):
+    """term -> a 64-bit id from its BLAKE2b digest: the same in every process and run."""
+
+    def __missing__(self, term: str) -> int:
+        if len(self) > 300_000:  # bound memory in a long-running daemon
+            self.clear()
+        got = self[term] = int.from_bytes(
+            hashlib.blake2b(term.encode(), digest_size=8).digest(), "little"
+        )
+        return got
+
+
+_TERM_IDS = _TermIds()
+
+
 def shingles(tokens: list[str]) -> frozenset[int]:
-    """Hashes of the shingles (4 consecutive content terms) of the start of a text."""
+    """Fingerprints of the shingles (4 consecutive content terms) of the start of a text.
+
+    Stable across processes: terms map to BLAKE2b-derived ints, and a shingle's fingerprint is
+    the hash of its tuple of those ints. Python salts the hashes of str and bytes per process
+    (PYTHONHASHSEED), but not those of ints or of tuples of ints, so the fingerprints -- and
+    which pairs the sketch in `cluster` proposes -- do not change from one run to the next.
+    """
     toks = tokens[:FINGERPRINT_TERMS]
     if len(toks) < SHINGLE:
         return frozenset()
-    return frozenset(map(hash, zip(*(toks[i:] for i in range(SHINGLE)), strict=False)))
+    ids = list(map(_TERM_IDS.__getitem__, toks))
+    return frozenset(map(hash, zip(*(ids[i:] for i in range(SHINGLE)), strict=False)))
 
 
 def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
@@ -350,7 +377,7 @@ def cluster(records: list[Record]) -> list[int]:
     # of the smaller opening's sketch falls in the other 20% (about 0.2 ** SKETCH).
     owners: dict[int, list[int]] = {}
     for i, r in enumerate(records):
-        for h in heapq.nsmallest(SKETCH, r.shingles):
+        for h in sorted(r.shingles)[:SKETCH]:
             owners.setdefault(h, []).append(i)
     sketched = set(owners)
     for i, r in enumerate(records):
@@ -399,7 +426,7 @@ def record_from_dict(entry: dict[str, Any]) -> Record:
         url=str(entry.get("url") or ""),
         title=str(entry.get("title") or ""),
         published=parse_when(entry.get("published")),
-        text=html_to_text(str(entry.get("content") or "")),
+        text=visible_text(str(entry.get("content") or "")),
     )
 
 
