@@ -22,11 +22,11 @@ different posts together.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import itertools
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +113,9 @@ _REPLY = re.compile(
     r"comments? on|a reply to|a response to)\b\s*:?",
     re.I,
 )
+# http(s) URL with a plain host (no user, port or IPv6) and no query or fragment: the parts
+# `urlsplit` would give, without its cost.
+_SIMPLE_URL = re.compile(r"(?i:https?)://([A-Za-z0-9.-]+)(/[^?#\s]*)?\Z")
 _ID_HOSTS = tuple(f"{h}/posts/" for h in set(MIRRORS.values()))
 _MONTHS = frozenset(
     [
@@ -185,21 +188,29 @@ def canonical_url(url: str) -> str:
     url = (url or "").strip()
     if not url:
         return ""
-    if "//" not in url:
-        url = "//" + url
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower().rstrip(".")
-        port = parts.port
-    except ValueError:
-        return ""
+    simple = _SIMPLE_URL.match(url)
+    if simple:  # the common case, without urlsplit: http(s), a plain host, a path, no query
+        host = simple.group(1).lower().rstrip(".")
+        port = None
+        path = simple.group(2) or "/"
+        query_string = ""
+    else:
+        if "//" not in url:
+            url = "//" + url
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower().rstrip(".")
+            port = parts.port
+        except ValueError:
+            return ""
+        path = parts.path or "/"
+        query_string = parts.query
     if not host:
         return ""
     for prefix in ("www.", "m.", "amp."):
         if host.startswith(prefix) and host.count(".") >= 2:
             host = host[len(prefix) :]
     mirror = MIRRORS.get(host)
-    path = parts.path or "/"
     if mirror is not None:
         host = mirror
         m = _ID_PATHS.match(path)
@@ -214,7 +225,7 @@ def canonical_url(url: str) -> str:
     path = path.rstrip("/")
     query = [
         (k, v)
-        for k, v in (parse_qsl(parts.query, keep_blank_values=True) if parts.query else ())
+        for k, v in (parse_qsl(query_string, keep_blank_values=True) if query_string else ())
         if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
     ]
     if not path and not query:
@@ -271,14 +282,15 @@ def _title_variants(t: str, toks: list[str]) -> frozenset[str]:
 
 
 class _TermIds(dict[str, int]):
-    """term -> a 64-bit id from its BLAKE2b digest: the same in every process and run."""
+    """term -> a 30-bit id from its CRC-32: the same in every process and run.
+
+    30 bits keep each id a one-digit Python int, which is cheap to hash and compare.
+    """
 
     def __missing__(self, term: str) -> int:
         if len(self) > 300_000:  # bound memory in a long-running daemon
             self.clear()
-        got = self[term] = int.from_bytes(
-            hashlib.blake2b(term.encode(), digest_size=8).digest(), "little"
-        )
+        got = self[term] = zlib.crc32(term.encode()) & 0x3FFFFFFF
         return got
 
 
@@ -288,16 +300,15 @@ _TERM_IDS = _TermIds()
 def shingles(tokens: list[str]) -> frozenset[int]:
     """Fingerprints of the shingles (4 consecutive content terms) of the start of a text.
 
-    Stable across processes: terms map to BLAKE2b-derived ints, and a shingle's fingerprint is
+    Stable across processes: terms map to CRC-32-derived ints, and a shingle's fingerprint is
     the hash of its tuple of those ints. Python salts the hashes of str and bytes per process
     (PYTHONHASHSEED), but not those of ints or of tuples of ints, so the fingerprints -- and
     which pairs the sketch in `cluster` proposes -- do not change from one run to the next.
     """
-    toks = tokens[:FINGERPRINT_TERMS]
-    if len(toks) < SHINGLE:
+    if len(tokens) < SHINGLE:
         return frozenset()
-    ids = list(map(_TERM_IDS.__getitem__, toks))
-    return frozenset(map(hash, zip(*(ids[i:] for i in range(SHINGLE)), strict=False)))
+    ids = list(map(_TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
+    return frozenset(map(hash, zip(*[ids[i:] for i in range(SHINGLE)], strict=False)))
 
 
 def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
@@ -379,12 +390,15 @@ def cluster(records: list[Record]) -> list[int]:
     for i, r in enumerate(records):
         for h in sorted(r.shingles)[:SKETCH]:
             owners.setdefault(h, []).append(i)
+    for h in [h for h, others in owners.items() if len(others) > BUCKET_CAP]:
+        del owners[h]  # boilerplate shared by many openings
     sketched = set(owners)
     for i, r in enumerate(records):
+        near: set[int] = set()
         for h in r.shingles & sketched:
-            others = owners[h]
-            if len(others) <= BUCKET_CAP:
-                pairs.update((min(i, j), max(i, j)) for j in others if j != i)
+            near.update(owners[h])
+        near.discard(i)
+        pairs.update((i, j) if i < j else (j, i) for j in near)
 
     parent = list(range(n))
     groups: dict[int, list[int]] = {i: [i] for i in range(n)}
