@@ -22,7 +22,6 @@ cap; muted posts are never featured; everything else goes to `more`, best first.
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 from collections import Counter
@@ -30,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from digest.dedup import Record, cluster, parse_when
@@ -204,8 +204,11 @@ class _Index:
     """Document frequencies and average field lengths over one digest's posts."""
 
     def __init__(self, docs: list[_Doc]) -> None:
+        self.docs = docs
         self.n = len(docs)
-        self.df: Counter[str] = Counter(chain.from_iterable(d.present for d in docs))
+        # Document frequencies, counted on demand (`count`) for the terms that need an idf:
+        # the profile's query terms and the terms of the posts considered for featuring.
+        self.df: dict[str, int] = {}
         avg = [max(1.0, sum(len(d.fields[f]) for d in docs) / max(1, self.n)) for f in range(3)]
         avg_t, avg_s, avg_b = avg
         for d in docs:
@@ -217,10 +220,21 @@ class _Index:
             )
         self._idf: dict[str, float] = {}
 
+    def count(self, terms: set[str] | frozenset[str]) -> None:
+        """Count the document frequencies of `terms` not counted yet."""
+        need = terms.difference(self.df)
+        if not need:
+            return
+        counts = Counter(chain.from_iterable(d.present & need for d in self.docs))
+        for t in need:
+            self.df[t] = counts.get(t, 0)
+
     def idf(self, term: str) -> float:
         got = self._idf.get(term)
         if got is None:
-            df = self.df.get(term, 0)
+            if term not in self.df:
+                self.count({term})
+            df = self.df[term]
             got = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
             self._idf[term] = got
         return got
@@ -273,6 +287,7 @@ class _Scorer:
 
     def __init__(self, index: _Index, qs: _Queries) -> None:
         self.qs = qs
+        index.count(qs.vocab)
         self.idf = {t: index.idf(t) for t in qs.vocab}
         self.phrase_idf = [
             sum(self.idf[t] for t in phrase) / len(phrase) for _, _, phrase in qs.phrases
@@ -479,14 +494,19 @@ def _reasons(labels: list[str], per: list[tuple[float, float]], share: float) ->
 
 def _vectors(docs: list[_Doc], index: _Index) -> None:
     """Unit tf-idf vectors over each post's strongest terms, for MMR similarity."""
+    index.count(set().union(*(d.present for d in docs)))  # their idf, in one pass
+    idf = index.idf
+    log = math.log
+    by_weight = itemgetter(1)
     for d in docs:
         tf: dict[str, float] = {}
         for seq, w in zip(d.fields, _FIELD_W, strict=True):
             for t, n in Counter(seq).items():
                 tf[t] = tf.get(t, 0.0) + w * n
-        weights = {t: (1.0 + math.log(n)) * index.idf(t) for t, n in tf.items()}
-        top = heapq.nlargest(VECTOR_TERMS, weights.items(), key=lambda kv: kv[1])
-        norm = math.sqrt(sum(v * v for _, v in top)) or 1.0
+        weights = {t: (1.0 + log(n)) * idf(t) for t, n in tf.items()}
+        # sorted() is stable, so ties keep the order of first occurrence (as nlargest would).
+        top = sorted(weights.items(), key=by_weight, reverse=True)[:VECTOR_TERMS]
+        norm = math.sqrt(sum([v * v for _, v in top])) or 1.0
         d.vector = {t: v / norm for t, v in top}
 
 
@@ -539,7 +559,7 @@ def _order(
         if best is None:
             break
         featured.append(best)
-        remaining.remove(best)
+        remaining = [s for s in remaining if s is not best]
         per_feed[feeds[best.index]] += 1
         b = docs[best.index]
         nb = norms[best.index]
