@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+from digest import rank_semantic
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
@@ -358,49 +359,57 @@ class _Scorer:
 
 # --------------------------------------------------------------------------- semantic extra
 
-_Embedder = Callable[[list[str]], list[list[float]]]
-_embedder: _Embedder | bool | None = False  # False: not tried yet; None: not available
 SEMANTIC_WEIGHT = 0.3
+SEMANTIC_WORDS = 60  # the post is embedded as "<title>. <its first 60 words>"
+_embedder: rank_semantic.Embedder | None = None
+_embedder_tried = False
+_semantic_enabled: bool | None = None  # see `set_semantic`
 
 
-def _load_embedder() -> _Embedder | None:
-    """The optional local embedding model (``digest[semantic]``), or None.
+def set_semantic(enabled: bool | None) -> None:
+    """Turn the optional semantic score on or off in this process.
 
-    Set DIGEST_SEMANTIC=0 to turn it off even when installed.
+    None (the default) leaves it to the environment: on when ``digest[semantic]`` is installed,
+    unless DIGEST_SEMANTIC=0. Turning it on without the extra installed changes nothing.
     """
-    global _embedder
-    if _embedder is not False:
-        return _embedder if callable(_embedder) else None
-    _embedder = None
-    if os.environ.get("DIGEST_SEMANTIC", "1") == "0":
-        return None
-    try:
-        from digest import rank_semantic
-    except ImportError:  # pragma: no cover - module is part of the package
-        return None
-    _embedder = rank_semantic.load()
-    return _embedder if callable(_embedder) else None
+    global _semantic_enabled
+    _semantic_enabled = enabled
 
 
-def _semantic(queries: list[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
-    embed = _load_embedder()
-    if embed is None or not queries or not docs:
+def semantic_available() -> bool:
+    """Whether digests in this process get a semantic score (loads the model if needed)."""
+    return _load_embedder() is not None
+
+
+def _load_embedder() -> rank_semantic.Embedder | None:
+    """The optional local embedding model, loaded on first use, or None."""
+    global _embedder, _embedder_tried
+    enabled = _semantic_enabled
+    if enabled is None:
+        enabled = os.environ.get("DIGEST_SEMANTIC", "1") != "0"
+    if not enabled:
         return None
+    if not _embedder_tried:
+        _embedder_tried = True
+        _embedder = rank_semantic.load()
+    return _embedder
+
+
+def _semantic(queries: Sequence[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
+    """Per post, 0..1 from its best cosine similarity to an interest; None without the extra."""
+    embedder = _load_embedder()
+    if embedder is None or not queries or not docs:
+        return None
+    texts = [
+        f"{t}. {' '.join(d.text.split(None, SEMANTIC_WORDS)[:SEMANTIC_WORDS])}"
+        for t, d in zip(titles, docs, strict=True)
+    ]
     try:
-        qv = embed([q.label for q in queries])
-        dv = embed(
-            [
-                f"{t}. {' '.join(d.text.split(None, 60)[:60])}"
-                for t, d in zip(titles, docs, strict=True)
-            ]
-        )
+        best = embedder.best_cosine([q.label for q in queries], texts)
     except Exception:  # an optional extra must never break a digest
         return None
-    out = []
-    for v in dv:
-        best = max(sum(a * b for a, b in zip(v, q, strict=False)) for q in qv)
-        out.append(max(0.0, (best - 0.15) / 0.45))  # cosine ~0.15 unrelated .. ~0.6 on topic
-    return [min(1.0, x) for x in out]
+    # cosine ~0.15 unrelated .. ~0.6 on topic
+    return [min(1.0, max(0.0, (b - 0.15) / 0.45)) for b in best]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -437,7 +446,7 @@ def _score_all(
     queries = qs.queries
     labels = [q.label for q in queries]
     mutes = _mute_phrases(mute)
-    semantic = _semantic(list(queries), docs, titles)
+    semantic = _semantic(queries, docs, titles)
     scorer = _Scorer(index, qs)
     length_full = math.log1p(LENGTH_FULL_TERMS)
     out: list[_Scored] = []
