@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.textindex import STOPWORDS, chunks, stem, term_seq, visible_text, words
+from digest.textindex import chunk_words, chunks, term_seq, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
@@ -167,12 +167,13 @@ class Record:
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
         undecorated = _undecorate(self.title)
-        toks = words(undecorated)
+        chunked = undecorated.split()  # words and terms through textindex's per-chunk caches
+        toks = chunk_words(chunked)
         self.titles = _title_variants(undecorated, toks)
         self.reply = bool(_REPLY.match(_fold(self.title)))
         if self.url_key.startswith(_ID_HOSTS):
             self.post_id = self.url_key
-        self.title_terms = frozenset(stem(w) for w in toks if w not in STOPWORDS)
+        self.title_terms = frozenset(term_seq(chunked))
         self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
         if self.tokens is None:
             self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
