@@ -397,8 +397,10 @@ def _load_embedder() -> rank_semantic.Embedder | None:
 
 def _semantic(queries: Sequence[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
     """Per post, 0..1 from its best cosine similarity to an interest; None without the extra."""
+    if not queries or not docs:
+        return None  # nothing to compare: do not load the model at all
     embedder = _load_embedder()
-    if embedder is None or not queries or not docs:
+    if embedder is None:
         return None
     texts = [
         f"{t}. {' '.join(d.text.split(None, SEMANTIC_WORDS)[:SEMANTIC_WORDS])}"
