@@ -22,17 +22,17 @@ different posts together.
 
 from __future__ import annotations
 
-import heapq
 import html
 import itertools
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.textindex import STOPWORDS, chunks, html_to_text, stem, term_seq, words
+from digest.textindex import chunk_words, chunks, term_seq, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
@@ -113,6 +113,9 @@ _REPLY = re.compile(
     r"comments? on|a reply to|a response to)\b\s*:?",
     re.I,
 )
+# http(s) URL with a plain host (no user, port or IPv6) and no query or fragment: the parts
+# `urlsplit` would give, without its cost.
+_SIMPLE_URL = re.compile(r"(?i:https?)://([A-Za-z0-9.-]+)(/[^?#\s]*)?\Z")
 _ID_HOSTS = tuple(f"{h}/posts/" for h in set(MIRRORS.values()))
 _MONTHS = frozenset(
     [
@@ -151,7 +154,7 @@ class Record:
     url: str
     title: str
     published: datetime | None
-    text: str  # visible text of the opening (already extracted from HTML)
+    text: str  # visible text of the opening (already extracted from HTML, see `visible_text`)
     tokens: list[str] | None = None  # term_seq of the text's opening, if the caller has it
     url_key: str = ""
     titles: frozenset[str] = frozenset()
@@ -163,12 +166,14 @@ class Record:
 
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
-        self.titles = title_variants(self.title)
-        toks = normalize_title(self.title).split()
+        undecorated = _undecorate(self.title)
+        chunked = undecorated.split()  # words and terms through textindex's per-chunk caches
+        toks = chunk_words(chunked)
+        self.titles = _title_variants(undecorated, toks)
         self.reply = bool(_REPLY.match(_fold(self.title)))
         if self.url_key.startswith(_ID_HOSTS):
             self.post_id = self.url_key
-        self.title_terms = frozenset(stem(w) for w in toks if w not in STOPWORDS)
+        self.title_terms = frozenset(term_seq(chunked))
         self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
         if self.tokens is None:
             self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
@@ -184,21 +189,29 @@ def canonical_url(url: str) -> str:
     url = (url or "").strip()
     if not url:
         return ""
-    if "//" not in url:
-        url = "//" + url
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower().rstrip(".")
-        port = parts.port
-    except ValueError:
-        return ""
+    simple = _SIMPLE_URL.match(url)
+    if simple:  # the common case, without urlsplit: http(s), a plain host, a path, no query
+        host = simple.group(1).lower().rstrip(".")
+        port = None
+        path = simple.group(2) or "/"
+        query_string = ""
+    else:
+        if "//" not in url:
+            url = "//" + url
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower().rstrip(".")
+            port = parts.port
+        except ValueError:
+            return ""
+        path = parts.path or "/"
+        query_string = parts.query
     if not host:
         return ""
     for prefix in ("www.", "m.", "amp."):
         if host.startswith(prefix) and host.count(".") >= 2:
             host = host[len(prefix) :]
     mirror = MIRRORS.get(host)
-    path = parts.path or "/"
     if mirror is not None:
         host = mirror
         m = _ID_PATHS.match(path)
@@ -213,7 +226,7 @@ def canonical_url(url: str) -> str:
     path = path.rstrip("/")
     query = [
         (k, v)
-        for k, v in (parse_qsl(parts.query, keep_blank_values=True) if parts.query else ())
+        for k, v in (parse_qsl(query_string, keep_blank_values=True) if query_string else ())
         if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
     ]
     if not path and not query:
@@ -255,7 +268,11 @@ def normalize_title(title: str) -> str:
 def title_variants(title: str) -> frozenset[str]:
     """The normalized title, and the same without a trailing " — Site name" part."""
     t = _undecorate(title)
-    out = {" ".join(words(t))}
+    return _title_variants(t, words(t))
+
+
+def _title_variants(t: str, toks: list[str]) -> frozenset[str]:
+    out = {" ".join(toks)}
     m = _SITE_SUFFIX.search(t)
     if m and len(m.group(1).split()) <= 5:
         head = " ".join(words(t[: m.start()]))
@@ -265,12 +282,34 @@ def title_variants(title: str) -> frozenset[str]:
     return frozenset(out)
 
 
+class _TermIds(dict[str, int]):
+    """term -> a 30-bit id from its CRC-32: the same in every process and run.
+
+    30 bits keep each id a one-digit Python int, which is cheap to hash and compare.
+    """
+
+    def __missing__(self, term: str) -> int:
+        if len(self) > 300_000:  # bound memory in a long-running daemon
+            self.clear()
+        got = self[term] = zlib.crc32(term.encode()) & 0x3FFFFFFF
+        return got
+
+
+_TERM_IDS = _TermIds()
+
+
 def shingles(tokens: list[str]) -> frozenset[int]:
-    """Hashes of the shingles (4 consecutive content terms) of the start of a text."""
-    toks = tokens[:FINGERPRINT_TERMS]
-    if len(toks) < SHINGLE:
+    """Fingerprints of the shingles (4 consecutive content terms) of the start of a text.
+
+    Stable across processes: terms map to CRC-32-derived ints, and a shingle's fingerprint is
+    the hash of its tuple of those ints. Python salts the hashes of str and bytes per process
+    (PYTHONHASHSEED), but not those of ints or of tuples of ints, so the fingerprints -- and
+    which pairs the sketch in `cluster` proposes -- do not change from one run to the next.
+    """
+    if len(tokens) < SHINGLE:
         return frozenset()
-    return frozenset(map(hash, zip(*(toks[i:] for i in range(SHINGLE)), strict=False)))
+    ids = list(map(_TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
+    return frozenset(map(hash, zip(*[ids[i:] for i in range(SHINGLE)], strict=False)))
 
 
 def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
@@ -350,14 +389,17 @@ def cluster(records: list[Record]) -> list[int]:
     # of the smaller opening's sketch falls in the other 20% (about 0.2 ** SKETCH).
     owners: dict[int, list[int]] = {}
     for i, r in enumerate(records):
-        for h in heapq.nsmallest(SKETCH, r.shingles):
+        for h in sorted(r.shingles)[:SKETCH]:
             owners.setdefault(h, []).append(i)
+    for h in [h for h, others in owners.items() if len(others) > BUCKET_CAP]:
+        del owners[h]  # boilerplate shared by many openings
     sketched = set(owners)
     for i, r in enumerate(records):
+        near: set[int] = set()
         for h in r.shingles & sketched:
-            others = owners[h]
-            if len(others) <= BUCKET_CAP:
-                pairs.update((min(i, j), max(i, j)) for j in others if j != i)
+            near.update(owners[h])
+        near.discard(i)
+        pairs.update((i, j) if i < j else (j, i) for j in near)
 
     parent = list(range(n))
     groups: dict[int, list[int]] = {i: [i] for i in range(n)}
@@ -399,7 +441,7 @@ def record_from_dict(entry: dict[str, Any]) -> Record:
         url=str(entry.get("url") or ""),
         title=str(entry.get("title") or ""),
         published=parse_when(entry.get("published")),
-        text=html_to_text(str(entry.get("content") or "")),
+        text=visible_text(str(entry.get("content") or "")),
     )
 
 

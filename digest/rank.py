@@ -22,19 +22,21 @@ cap; muted posts are never featured; everything else goes to `more`, best first.
 
 from __future__ import annotations
 
-import heapq
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
+from digest import rank_semantic
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import chunks, html_to_text, opening, term_seq, terms
+from digest.textindex import chunks, term_seq, terms, visible_text
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
@@ -74,8 +76,9 @@ def _phrase_terms(phrase: str) -> tuple[str, ...]:
     return tuple(terms(phrase))
 
 
-def _related_for(label: str, own: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    keyed = {_phrase_terms(k): v for k, v in RELATED.items()}
+def _related_for(
+    own: tuple[str, ...], keyed: dict[tuple[str, ...], tuple[str, ...]]
+) -> tuple[tuple[str, ...], ...]:
     found: list[str] = list(keyed.get(own, ()))
     if not found:
         # "mechanistic interpretability" -> also the entry for "interpretability".
@@ -95,13 +98,54 @@ def _contains(seq: tuple[str, ...], sub: tuple[str, ...]) -> bool:
     return any(seq[i : i + n] == sub for i in range(len(seq) - n + 1))
 
 
-def _queries(interests: Sequence[str]) -> list[_Query]:
-    out: list[_Query] = []
+@dataclass(frozen=True, slots=True)
+class _Queries:
+    """A profile's interests, analysed once: the queries and an index from term to phrases."""
+
+    queries: tuple[_Query, ...]
+    # Every phrase (own or related) of every query: (query index, is_own, phrase terms).
+    phrases: tuple[tuple[int, bool, tuple[str, ...]], ...]
+    by_term: dict[str, tuple[int, ...]]  # term -> indices into `phrases`
+    vocab: frozenset[str]
+
+
+# Profiles repeat from digest to digest; the analysis depends on the interests and RELATED.
+_QUERY_CACHE: dict[tuple[tuple[str, ...], int], _Queries] = {}
+
+
+def _related_fingerprint() -> int:
+    return hash(tuple(RELATED.items()))
+
+
+def _queries(interests: Sequence[str]) -> _Queries:
+    key = (tuple(interests), _related_fingerprint())
+    got = _QUERY_CACHE.get(key)
+    if got is not None:
+        return got
+    keyed = {_phrase_terms(k): v for k, v in RELATED.items()}
+    queries: list[_Query] = []
     for label in interests:
         own = _phrase_terms(label)
         if own:
-            out.append(_Query(label.strip(), own, _related_for(label, own)))
-    return out
+            queries.append(_Query(label.strip(), own, _related_for(own, keyed)))
+    phrases: list[tuple[int, bool, tuple[str, ...]]] = []
+    for qi, q in enumerate(queries):
+        phrases.append((qi, True, q.terms))
+        phrases.extend((qi, False, p) for p in q.related)
+    by_term: dict[str, list[int]] = {}
+    for pi, (_, _, phrase) in enumerate(phrases):
+        for t in dict.fromkeys(phrase):
+            by_term.setdefault(t, []).append(pi)
+    got = _Queries(
+        queries=tuple(queries),
+        phrases=tuple(phrases),
+        by_term={t: tuple(v) for t, v in by_term.items()},
+        vocab=frozenset(by_term),
+    )
+    if len(_QUERY_CACHE) > 1000:
+        _QUERY_CACHE.clear()
+    _QUERY_CACHE[key] = got
+    return got
 
 
 def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
@@ -120,14 +164,14 @@ def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
 @dataclass(slots=True)
 class _Doc:
     present: set[str]
-    fields: dict[str, Counter[str]]
-    lengths: dict[str, int]
+    fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
     joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
     title_joined: str
     n_words: int
     when: datetime | None
     weight: float
-    text: str
+    text: str  # visible text of the opening, whitespace not collapsed
+    norms: tuple[float, float, float] = (1.0, 1.0, 1.0)  # BM25F length norms, set by _Index
     vector: dict[str, float] = field(default_factory=dict)
     topics: dict[str, float] = field(default_factory=dict)
 
@@ -136,47 +180,62 @@ def _doc(
     title: str, summary: str, text: str, body: list[str], when: datetime | None, weight: float
 ) -> _Doc:
     """`body` is the terms (`textindex.term_seq`) of the opening of `text`."""
-    seqs = {
-        "title": terms(title),
-        "summary": terms(summary) if summary else [],
-        "body": body,
-    }
-    fields = {k: Counter(v) for k, v in seqs.items()}
-    joined = " " + " | ".join(" ".join(v) for v in seqs.values()) + " "
-    n_words = len(body)
-    present = set(fields["body"])
-    present.update(fields["title"], fields["summary"])
+    title_terms = terms(title)
+    summary_terms = terms(summary) if summary else []
+    title_joined = " " + " ".join(title_terms) + " "
+    joined = f"{title_joined}| {' '.join(summary_terms)} | {' '.join(body)} "
+    present = set(body)
+    present.update(title_terms, summary_terms)
     return _Doc(
         present=present,
-        fields=fields,
-        lengths={k: len(v) for k, v in seqs.items()},
+        fields=(title_terms, summary_terms, body),
         joined=joined,
-        title_joined=" " + " ".join(seqs["title"]) + " ",
-        n_words=n_words,
+        title_joined=title_joined,
+        n_words=len(body),
         when=when,
         weight=weight,
         text=text,
     )
 
 
+_FIELD_W = (FIELD_WEIGHTS["title"], FIELD_WEIGHTS["summary"], FIELD_WEIGHTS["body"])
+
+
 class _Index:
     """Document frequencies and average field lengths over one digest's posts."""
 
     def __init__(self, docs: list[_Doc]) -> None:
+        self.docs = docs
         self.n = len(docs)
-        df: Counter[str] = Counter()
+        # Document frequencies, counted on demand (`count`) for the terms that need an idf:
+        # the profile's query terms and the terms of the posts considered for featuring.
+        self.df: dict[str, int] = {}
+        avg = [max(1.0, sum(len(d.fields[f]) for d in docs) / max(1, self.n)) for f in range(3)]
+        avg_t, avg_s, avg_b = avg
         for d in docs:
-            df.update(d.present)
-        self.df = df
-        self.avg = {
-            f: max(1.0, sum(d.lengths[f] for d in docs) / max(1, self.n)) for f in FIELD_WEIGHTS
-        }
+            t, m, b = d.fields
+            d.norms = (
+                1.0 - B + B * len(t) / avg_t,
+                1.0 - B + B * len(m) / avg_s,
+                1.0 - B + B * len(b) / avg_b,
+            )
         self._idf: dict[str, float] = {}
+
+    def count(self, terms: set[str] | frozenset[str]) -> None:
+        """Count the document frequencies of `terms` not counted yet."""
+        need = terms.difference(self.df)
+        if not need:
+            return
+        counts = Counter(chain.from_iterable(d.present & need for d in self.docs))
+        for t in need:
+            self.df[t] = counts.get(t, 0)
 
     def idf(self, term: str) -> float:
         got = self._idf.get(term)
         if got is None:
-            df = self.df.get(term, 0)
+            if term not in self.df:
+                self.count({term})
+            df = self.df[term]
             got = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
             self._idf[term] = got
         return got
@@ -185,12 +244,13 @@ class _Index:
         return idf * tf * (K1 + 1.0) / (tf + K1) if tf > 0 else 0.0
 
     def term_score(self, d: _Doc, term: str) -> float:
+        """BM25F: weighted, length-normalized counts over the fields, saturated once."""
         tf = 0.0
-        for f, w in FIELD_WEIGHTS.items():
-            n = d.fields[f].get(term, 0)
-            if n:
-                norm = 1.0 - B + B * d.lengths[f] / self.avg[f]
-                tf += w * n / norm
+        for seq, w, norm in zip(d.fields, _FIELD_W, d.norms, strict=True):
+            if seq:
+                n = seq.count(term)
+                if n:
+                    tf += w * n / norm
         return self._saturate(tf, self.idf(term))
 
     def phrase_score(self, d: _Doc, phrase: tuple[str, ...]) -> float:
@@ -219,65 +279,139 @@ class _Index:
         return sum(scores) * share * share + self.phrase_score(d, phrase)
 
 
-def _interest_scores(
-    index: _Index, d: _Doc, queries: list[_Query], vocab: frozenset[str]
-) -> list[tuple[_Query, float, float]]:
-    """(query, own score, related score) per interest; `vocab` is every query term."""
-    hits = d.present & vocab
-    if not hits:
-        return [(q, 0.0, 0.0) for q in queries]
-    scores = {t: index.term_score(d, t) for t in hits}
-    out = []
-    for q in queries:
-        own = index.match(d, q.terms, scores) if not hits.isdisjoint(q.terms) else 0.0
-        rel = 0.0
-        for phrase in q.related:
-            if not hits.isdisjoint(phrase):
-                rel += index.match(d, phrase, scores)
-        out.append((q, own, EXPANSION_WEIGHT * min(rel, 3.0 * RELEVANCE_K)))
-    return out
+class _Scorer:
+    """BM25F of one profile's phrases over one digest's documents (`_Index.match`, unrolled).
+
+    The same arithmetic as `_Index.term_score` / `phrase_score` / `match`, with the per-term
+    and per-phrase constants (idf, needles) worked out once per digest instead of per post.
+    """
+
+    def __init__(self, index: _Index, qs: _Queries) -> None:
+        self.qs = qs
+        index.count(qs.vocab)
+        self.idf = {t: index.idf(t) for t in qs.vocab}
+        self.phrase_idf = [
+            sum(self.idf[t] for t in phrase) / len(phrase) for _, _, phrase in qs.phrases
+        ]
+        self.needles = [
+            " " + " ".join(phrase) + " " if len(phrase) >= 2 else "" for _, _, phrase in qs.phrases
+        ]
+
+    def interests(self, d: _Doc) -> list[tuple[float, float]] | None:
+        """(own score, related score) per interest; None when no interest term occurs."""
+        qs = self.qs
+        n = len(qs.queries)
+        hits = d.present & qs.vocab
+        if not hits:
+            return None
+        title, summary, body = d.fields
+        n_title, n_summary, n_body = d.norms
+        w_title, w_summary, w_body = _FIELD_W
+        idf = self.idf
+        scores: dict[str, float] = {}
+        touched: set[int] = set()
+        for t in hits:
+            tf = 0.0
+            c = title.count(t)
+            if c:
+                tf += w_title * c / n_title
+            if summary:
+                c = summary.count(t)
+                if c:
+                    tf += w_summary * c / n_summary
+            c = body.count(t)
+            if c:
+                tf += w_body * c / n_body
+            scores[t] = idf[t] * tf * (K1 + 1.0) / (tf + K1) if tf > 0 else 0.0
+            touched.update(qs.by_term[t])
+        own = [0.0] * n
+        rel = [0.0] * n
+        phrases = qs.phrases
+        for pi in sorted(touched):
+            qi, is_own, phrase = phrases[pi]
+            if len(phrase) == 1:  # the common case: one word, no phrase part
+                value = scores[phrase[0]]
+                if value > 0:
+                    if is_own:
+                        own[qi] = value
+                    else:
+                        rel[qi] += value
+                continue
+            got = [scores.get(t, 0.0) for t in phrase]
+            present = sum(1 for x in got if x > 0)
+            if not present:
+                continue
+            share = present / len(phrase)
+            value = sum(got) * share * share
+            needle = self.needles[pi]
+            if needle:
+                count = d.joined.count(needle)
+                if count:
+                    tf = count + (FIELD_WEIGHTS["title"] - 1.0 if needle in d.title_joined else 0.0)
+                    value += self.phrase_idf[pi] * tf * (K1 + 1.0) / (tf + K1)
+            if is_own:
+                own[qi] = value
+            else:
+                rel[qi] += value
+        cap = 3.0 * RELEVANCE_K
+        return [(o, EXPANSION_WEIGHT * min(r, cap)) for o, r in zip(own, rel, strict=True)]
 
 
 # --------------------------------------------------------------------------- semantic extra
 
-_Embedder = Callable[[list[str]], list[list[float]]]
-_embedder: _Embedder | bool | None = False  # False: not tried yet; None: not available
 SEMANTIC_WEIGHT = 0.3
+SEMANTIC_WORDS = 60  # the post is embedded as "<title>. <its first 60 words>"
+_embedder: rank_semantic.Embedder | None = None
+_embedder_tried = False
+_semantic_enabled: bool | None = None  # see `set_semantic`
 
 
-def _load_embedder() -> _Embedder | None:
-    """The optional local embedding model (``digest[semantic]``), or None.
+def set_semantic(enabled: bool | None) -> None:
+    """Turn the optional semantic score on or off in this process.
 
-    Set DIGEST_SEMANTIC=0 to turn it off even when installed.
+    None (the default) leaves it to the environment: on when ``digest[semantic]`` is installed,
+    unless DIGEST_SEMANTIC=0. Turning it on without the extra installed changes nothing.
     """
-    global _embedder
-    if _embedder is not False:
-        return _embedder if callable(_embedder) else None
-    _embedder = None
-    if os.environ.get("DIGEST_SEMANTIC", "1") == "0":
-        return None
-    try:
-        from digest import rank_semantic
-    except ImportError:  # pragma: no cover - module is part of the package
-        return None
-    _embedder = rank_semantic.load()
-    return _embedder if callable(_embedder) else None
+    global _semantic_enabled
+    _semantic_enabled = enabled
 
 
-def _semantic(queries: list[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
-    embed = _load_embedder()
-    if embed is None or not queries or not docs:
+def semantic_available() -> bool:
+    """Whether digests in this process get a semantic score (loads the model if needed)."""
+    return _load_embedder() is not None
+
+
+def _load_embedder() -> rank_semantic.Embedder | None:
+    """The optional local embedding model, loaded on first use, or None."""
+    global _embedder, _embedder_tried
+    enabled = _semantic_enabled
+    if enabled is None:
+        enabled = os.environ.get("DIGEST_SEMANTIC", "1") != "0"
+    if not enabled:
         return None
+    if not _embedder_tried:
+        _embedder_tried = True
+        _embedder = rank_semantic.load()
+    return _embedder
+
+
+def _semantic(queries: Sequence[_Query], docs: list[_Doc], titles: list[str]) -> list[float] | None:
+    """Per post, 0..1 from its best cosine similarity to an interest; None without the extra."""
+    if not queries or not docs:
+        return None  # nothing to compare: do not load the model at all
+    embedder = _load_embedder()
+    if embedder is None:
+        return None
+    texts = [
+        f"{t}. {' '.join(d.text.split(None, SEMANTIC_WORDS)[:SEMANTIC_WORDS])}"
+        for t, d in zip(titles, docs, strict=True)
+    ]
     try:
-        qv = embed([q.label for q in queries])
-        dv = embed([f"{t}. {opening(d.text, 60)}" for t, d in zip(titles, docs, strict=True)])
+        best = embedder.best_cosine([q.label for q in queries], texts)
     except Exception:  # an optional extra must never break a digest
         return None
-    out = []
-    for v in dv:
-        best = max(sum(a * b for a, b in zip(v, q, strict=False)) for q in qv)
-        out.append(max(0.0, (best - 0.15) / 0.45))  # cosine ~0.15 unrelated .. ~0.6 on topic
-    return [min(1.0, x) for x in out]
+    # cosine ~0.15 unrelated .. ~0.6 on topic
+    return [min(1.0, max(0.0, (b - 0.15) / 0.45)) for b in best]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -310,78 +444,99 @@ def _score_all(
     now: datetime,
 ) -> tuple[list[_Scored], _Index]:
     index = _Index(docs)
-    queries = _queries(interests)
+    qs = _queries(interests)
+    queries = qs.queries
+    labels = [q.label for q in queries]
     mutes = _mute_phrases(mute)
-    vocab = frozenset(t for q in queries for p in (q.terms, *q.related) for t in p)
     semantic = _semantic(queries, docs, titles)
+    scorer = _Scorer(index, qs)
+    length_full = math.log1p(LENGTH_FULL_TERMS)
     out: list[_Scored] = []
     for i, d in enumerate(docs):
-        per = _interest_scores(index, d, queries, vocab)
-        totals = [own + rel for _, own, rel in per]
-        best = max(totals, default=0.0)
-        rel_sum = best + OTHER_INTERESTS * (sum(totals) - best)
-        relevance = rel_sum / (rel_sum + RELEVANCE_K)
+        fresh = FRESHNESS_WEIGHT * _freshness(d.when, now)
+        length = LENGTH_WEIGHT * min(1.0, math.log1p(d.n_words) / length_full)
+        reasons: list[str] = []
+        per = scorer.interests(d)
+        if per is None:  # no interest term in the post
+            relevance = 0.0
+        else:
+            totals = [own + rel for own, rel in per]
+            best = max(totals)
+            rel_sum = best + OTHER_INTERESTS * (sum(totals) - best)
+            relevance = rel_sum / (rel_sum + RELEVANCE_K)
+            if best >= REASON_MIN:
+                reasons = _reasons(labels, per, REASON_SHARE * best)
+            if best > 0:
+                d.topics = {label: t for label, t in zip(labels, totals, strict=True) if t > 0}
         if semantic is not None:
             relevance = (1.0 - SEMANTIC_WEIGHT) * relevance + SEMANTIC_WEIGHT * semantic[i]
-        base = (
-            relevance
-            + FRESHNESS_WEIGHT * _freshness(d.when, now)
-            + LENGTH_WEIGHT * _length_prior(d.n_words)
-        )
-        reasons: list[str] = []
-        if best >= REASON_MIN:
-            own_hits = [
-                q.label for (q, own, rel) in per if own + rel >= REASON_SHARE * best and own > 0
-            ]
-            related = [
-                q.label
-                for (q, own, rel) in per
-                if own + rel >= REASON_SHARE * best and own == 0 and rel > 0
-            ]
-            if own_hits:
-                reasons.append("matches: " + ", ".join(own_hits[:3]))
-            if related:
-                reasons.append("related to: " + ", ".join(related[:3]))
-        d.topics = {q.label: t for (q, _, _), t in zip(per, totals, strict=True) if t > 0}
-        muted_by = [label for label, needle in mutes if needle in d.joined]
-        score = d.weight * base
-        if muted_by:
-            score *= MUTE_FACTOR
-            reasons.append("muted: " + ", ".join(muted_by[:3]))
-        out.append(_Scored(i, score, tuple(reasons), bool(muted_by)))
+        score = d.weight * (relevance + fresh + length)
+        muted = False
+        if mutes:
+            muted_by = [label for label, needle in mutes if needle in d.joined]
+            if muted_by:
+                muted = True
+                score *= MUTE_FACTOR
+                reasons.append("muted: " + ", ".join(muted_by[:3]))
+        out.append(_Scored(i, score, tuple(reasons), muted))
     return out, index
+
+
+def _reasons(labels: list[str], per: list[tuple[float, float]], share: float) -> list[str]:
+    """ "matches: ..." for interests scoring at least `share` with their own words, "related
+    to: ..." for those reaching it through related terms only."""
+    own_hits = [
+        label
+        for label, (own, rel) in zip(labels, per, strict=True)
+        if own + rel >= share and own > 0
+    ]
+    related = [
+        label
+        for label, (own, rel) in zip(labels, per, strict=True)
+        if own + rel >= share and own == 0 and rel > 0
+    ]
+    reasons = []
+    if own_hits:
+        reasons.append("matches: " + ", ".join(own_hits[:3]))
+    if related:
+        reasons.append("related to: " + ", ".join(related[:3]))
+    return reasons
 
 
 def _vectors(docs: list[_Doc], index: _Index) -> None:
     """Unit tf-idf vectors over each post's strongest terms, for MMR similarity."""
+    index.count(set().union(*(d.present for d in docs)))  # their idf, in one pass
+    idf = index.idf
+    log = math.log
+    by_weight = itemgetter(1)
     for d in docs:
         tf: dict[str, float] = {}
-        for f, w in FIELD_WEIGHTS.items():
-            for t, n in d.fields[f].items():
+        for seq, w in zip(d.fields, _FIELD_W, strict=True):
+            for t, n in Counter(seq).items():
                 tf[t] = tf.get(t, 0.0) + w * n
-        weights = {t: (1.0 + math.log(n)) * index.idf(t) for t, n in tf.items()}
-        top = heapq.nlargest(VECTOR_TERMS, weights.items(), key=lambda kv: kv[1])
-        norm = math.sqrt(sum(v * v for _, v in top)) or 1.0
+        weights = {t: (1.0 + log(n)) * idf(t) for t, n in tf.items()}
+        # sorted() is stable, so ties keep the order of first occurrence (as nlargest would).
+        top = sorted(weights.items(), key=by_weight, reverse=True)[:VECTOR_TERMS]
+        norm = math.sqrt(sum([v * v for _, v in top])) or 1.0
         d.vector = {t: v / norm for t, v in top}
 
 
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
     if len(a) > len(b):
         a, b = b, a
-    return sum(v * b[t] for t, v in a.items() if t in b)
+    return sum([v * b[t] for t, v in a.items() if t in b])
 
 
-def _topic_cosine(a: dict[str, float], b: dict[str, float]) -> float:
+def _topic_norm(a: dict[str, float]) -> float:
+    return math.sqrt(sum([v * v for v in a.values()]))
+
+
+def _topic_cosine(a: dict[str, float], b: dict[str, float], na: float, nb: float) -> float:
+    """Cosine of two topic vectors whose norms (`_topic_norm`) are `na` and `nb`."""
     if not a or not b:
         return 0.0
-    dot = sum(v * b.get(t, 0.0) for t, v in a.items())
-    na = math.sqrt(sum(v * v for v in a.values()))
-    nb = math.sqrt(sum(v * v for v in b.values()))
+    dot = sum([v * b.get(t, 0.0) for t, v in a.items()])
     return dot / (na * nb)
-
-
-def _similarity(a: _Doc, b: _Doc) -> float:
-    return max(_cosine(a.vector, b.vector), TOPIC_SIMILARITY * _topic_cosine(a.topics, b.topics))
 
 
 def _order(
@@ -401,6 +556,7 @@ def _order(
     featured: list[_Scored] = []
     per_feed: Counter[str] = Counter()
     max_sim = {s.index: 0.0 for s in pool}
+    norms = {s.index: _topic_norm(docs[s.index].topics) for s in pool}
     remaining = list(pool)
     while remaining and len(featured) < max_items:
         best: _Scored | None = None
@@ -414,10 +570,18 @@ def _order(
         if best is None:
             break
         featured.append(best)
-        remaining.remove(best)
+        remaining = [s for s in remaining if s is not best]
         per_feed[feeds[best.index]] += 1
+        b = docs[best.index]
+        nb = norms[best.index]
         for s in remaining:
-            sim = _similarity(docs[s.index], docs[best.index])
+            a = docs[s.index]
+            sim = _cosine(a.vector, b.vector)
+            if a.topics and b.topics:
+                sim = max(
+                    sim,
+                    TOPIC_SIMILARITY * _topic_cosine(a.topics, b.topics, norms[s.index], nb),
+                )
             if sim > max_sim[s.index]:
                 max_sim[s.index] = sim
     chosen = {s.index for s in featured}
@@ -449,7 +613,8 @@ def _select(
     """`select`, plus the entry ids folded into each shown item (keyed by its entry id)."""
     if not candidates:
         return Selection(featured=[], more=[]), {}
-    texts = [html_to_text(c.content) for c in candidates]
+    # Each post's HTML is read and tokenized once; dedup, BM25F and MMR share the terms.
+    texts = [visible_text(c.content) for c in candidates]
     bodies = [term_seq(chunks(t)) for t in texts]
     weights = [_effective_weight(c, profile) for c in candidates]
     records = [
@@ -477,7 +642,8 @@ def _select(
     merged: list[int] = []
     folded: dict[int, list[int]] = {}
     for members in groups.values():
-        members.sort(key=rep_key)
+        if len(members) > 1:
+            members.sort(key=rep_key)
         rep = members[0]
         reps.append(rep)
         folded[candidates[rep].entry_id] = [candidates[m].entry_id for m in members[1:]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from itertools import chain
 
 # How much of a post's HTML we look at, and how many words of its opening we keep.
 HTML_BUDGET = 2000
@@ -187,11 +188,13 @@ def _drop_blocks(raw: str, budget: int) -> str:
     return "".join(out)
 
 
-def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
-    """Visible text of the start of an HTML fragment, whitespace collapsed.
+def visible_text(raw: str, budget: int = HTML_BUDGET) -> str:
+    """Visible text of the start of an HTML fragment, whitespace *not* collapsed.
 
     Drops <style>/<script> contents, the feed's "Published on ..." line and the trailing
-    "Discuss" link. Only the first `budget` characters of HTML (outside skipped blocks) are read.
+    "Discuss" link. Only the first `budget` characters of HTML (outside skipped blocks) are
+    read, and tags are removed with a regular expression: ranking needs the opening's words,
+    not a faithful rendering. ``" ".join(visible_text(raw).split()) == html_to_text(raw)``.
     """
     if not raw:
         return ""
@@ -212,7 +215,12 @@ def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
         raw = raw[:budget]
     if "&" in raw:
         raw = html.unescape(raw)
-    return " ".join(raw.split())
+    return raw
+
+
+def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
+    """Visible text of the start of an HTML fragment, whitespace collapsed (see `visible_text`)."""
+    return " ".join(visible_text(raw, budget).split())
 
 
 def words(text: str) -> list[str]:
@@ -222,7 +230,7 @@ def words(text: str) -> list[str]:
         text = text.replace("\u2010", "-").replace("\u2011", "-")
     toks = _TOKEN.findall(text)
     if "-" in text:
-        toks = " ".join(toks).replace("-", "").split(" ")
+        toks = " ".join(toks).replace("-", "").split()
     return toks
 
 
@@ -274,50 +282,59 @@ def stem(word: str) -> str:
     return out
 
 
-# Whitespace-separated chunk of lower-cased text -> its words / its terms, space-separated.
-_WORD_CACHE: dict[str, str] = {}
-_TERM_CACHE: dict[str, str] = {}
+# Whitespace-separated chunk of text -> its words / its terms. Chunks repeat a lot (common
+# words, the same post in several feeds), so each distinct chunk is analysed once.
 _CACHE_LIMIT = 300_000
 
 
+class _ChunkCache(dict[str, tuple[str, ...]]):
+    """chunk -> analysed tuple, filled on first use; cleared when it grows past the limit."""
+
+    def __init__(self, analyse: Callable[[str], tuple[str, ...]]) -> None:
+        super().__init__()
+        self.analyse = analyse
+
+    def __missing__(self, chunk: str) -> tuple[str, ...]:
+        if len(self) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+            self.clear()
+        got = self[chunk] = self.analyse(chunk)
+        return got
+
+
+def _chunk_words(chunk: str) -> tuple[str, ...]:
+    return tuple(words(chunk))
+
+
+def _chunk_terms(chunk: str) -> tuple[str, ...]:
+    return tuple(stem(w) for w in words(chunk) if w not in STOPWORDS)
+
+
+_WORDS = _ChunkCache(_chunk_words)
+_TERMS = _ChunkCache(_chunk_terms)
+
+
 def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:
-    """The first `limit` whitespace-separated chunks of `text`, lower-cased.
+    """The first `limit` whitespace-separated chunks of `text` (case kept).
 
-    The cheap first step of tokenizing: `chunk_words` and `chunk_terms` turn chunks into
-    words and terms through per-chunk caches, so each distinct chunk is analysed once.
+    The cheap first step of tokenizing: `chunk_words` and `term_seq` turn chunks into
+    words and terms (lower-cased) through per-chunk caches.
     """
-    return text.lower().split(None, limit)[:limit]
-
-
-def _flatten(cache: dict[str, str], analyse: Callable[[str], str], toks: list[str]) -> list[str]:
-    if len(cache) > _CACHE_LIMIT:  # bound memory in a long-running daemon
-        cache.clear()
-    for w in set(toks).difference(cache):
-        cache[w] = analyse(w)
-    return " ".join(map(cache.__getitem__, toks)).split()
-
-
-def _chunk_words(chunk: str) -> str:
-    return " ".join(words(chunk))
-
-
-def _chunk_terms(chunk: str) -> str:
-    return " ".join(stem(w) for w in words(chunk) if w not in STOPWORDS)
+    return text.split(None, limit)[:limit]
 
 
 def chunk_words(toks: list[str]) -> list[str]:
     """`words` of the chunks, in order."""
-    return _flatten(_WORD_CACHE, _chunk_words, toks)
+    return list(chain.from_iterable(map(_WORDS.__getitem__, toks)))
 
 
 def term_seq(toks: list[str]) -> list[str]:
     """Stemmed content terms of chunks, stopwords removed, in order."""
-    return _flatten(_TERM_CACHE, _chunk_terms, toks)
+    return list(chain.from_iterable(map(_TERMS.__getitem__, toks)))
 
 
 def terms(text: str) -> list[str]:
     """Stemmed content terms of `text`, stopwords removed, in order."""
-    return term_seq(chunks(text, 10**6))
+    return term_seq(text.split())
 
 
 def opening(text: str, n_words: int = OPENING_WORDS) -> str:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
+import digest.rank as rank_module
 from digest.models import Candidate, Profile, Selection
 from digest.rank import rank, select
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 6, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def lexical_only() -> Iterator[None]:
+    """These tests pin the lexical ranking, installed extras or not (see test_rank_semantic)."""
+    rank_module.set_semantic(False)
+    yield
+    rank_module.set_semantic(None)
 
 
 def fixture_posts() -> list[dict[str, str]]:
