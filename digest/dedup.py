@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from digest.rank_cache import LRUCache, PostKey, post_key
 from digest.textindex import chunk_words, chunks, term_seq, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
@@ -163,6 +164,7 @@ class Record:
     reply: bool = False
     post_id: str = ""  # the id in the URL, on sites whose URLs carry post ids (MIRRORS)
     shingles: frozenset[int] = field(default_factory=frozenset)
+    sketch: tuple[int, ...] = ()  # the SKETCH smallest shingles (see `cluster`)
 
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
@@ -178,6 +180,7 @@ class Record:
         if self.tokens is None:
             self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
         self.shingles = shingles(self.tokens)
+        self.sketch = tuple(sorted(self.shingles)[:SKETCH])
         self.tokens = None
 
 
@@ -389,7 +392,7 @@ def cluster(records: list[Record]) -> list[int]:
     # of the smaller opening's sketch falls in the other 20% (about 0.2 ** SKETCH).
     owners: dict[int, list[int]] = {}
     for i, r in enumerate(records):
-        for h in sorted(r.shingles)[:SKETCH]:
+        for h in r.sketch:
             owners.setdefault(h, []).append(i)
     for h in [h for h, others in owners.items() if len(others) > BUCKET_CAP]:
         del owners[h]  # boilerplate shared by many openings
@@ -445,6 +448,24 @@ def record_from_dict(entry: dict[str, Any]) -> Record:
     )
 
 
+# `group` sees the same entries again and again in a long-lived process; a Record is a pure
+# function of url, title, published and content, and `cluster` does not modify records.
+_RECORDS: LRUCache[PostKey, Record] = LRUCache()
+
+
+def _cached_record(entry: dict[str, Any]) -> Record:
+    url = str(entry.get("url") or "")
+    title = str(entry.get("title") or "")
+    published = parse_when(entry.get("published"))
+    content = str(entry.get("content") or "")
+    key = post_key(url, title, "", published, content)
+    got = _RECORDS.get(key)
+    if got is None:
+        got = Record(url=url, title=title, published=published, text=visible_text(content))
+        _RECORDS.put(key, got)
+    return got
+
+
 def group(entries: list[dict[str, Any]]) -> list[str]:
     """One group label per entry; equal labels mean the same post.
 
@@ -452,5 +473,5 @@ def group(entries: list[dict[str, Any]]) -> list[str]:
     or datetime) and ``content`` (the feed's HTML). The label is ``g<n>``, n being the position
     of the group's first entry.
     """
-    roots = cluster([record_from_dict(e) for e in entries])
+    roots = cluster([_cached_record(e) for e in entries])
     return [f"g{r}" for r in roots]

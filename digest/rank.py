@@ -22,6 +22,7 @@ cap; muted posts are never featured; everything else goes to `more`, best first.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from collections import Counter
@@ -32,7 +33,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from digest import rank_semantic
+from digest import rank_cache, rank_semantic
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
@@ -162,6 +163,58 @@ def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
 
 
 @dataclass(slots=True)
+class _Post:
+    """What ranking needs of one post that depends on nothing else (not on the profile, the
+    other posts or the time): cached per process in `_POSTS`, shared by every subscriber.
+
+    Never modified once built, except `tf`, filled in on first use (a pure function of
+    `fields`).
+    """
+
+    text: str  # visible text of the opening, whitespace not collapsed
+    record: Record
+    present: set[str]
+    fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
+    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
+    title_joined: str
+    tf: dict[str, float] | None = None  # field-weighted term counts, for MMR vectors
+
+
+_POSTS: rank_cache.LRUCache[rank_cache.PostKey, _Post] = rank_cache.LRUCache()
+
+
+def clear_post_cache() -> None:
+    """Forget every post's cached text features (results do not change, only speed)."""
+    rank_cache.clear_all()
+
+
+def _post(c: Candidate) -> _Post:
+    """`c`'s text features, from the cache when this exact post was seen before."""
+    key = rank_cache.post_key(c.url, c.title, c.summary, c.published, c.content)
+    got = _POSTS.get(key)
+    if got is None:
+        text = visible_text(c.content)
+        body = term_seq(chunks(text))
+        record = Record(url=c.url, title=c.title, published=c.published, text=text, tokens=body)
+        title_terms = terms(c.title)
+        summary_terms = terms(c.summary) if c.summary else []
+        title_joined = " " + " ".join(title_terms) + " "
+        joined = f"{title_joined}| {' '.join(summary_terms)} | {' '.join(body)} "
+        present = set(body)
+        present.update(title_terms, summary_terms)
+        got = _Post(
+            text=text,
+            record=record,
+            present=present,
+            fields=(title_terms, summary_terms, body),
+            joined=joined,
+            title_joined=title_joined,
+        )
+        _POSTS.put(key, got)
+    return got
+
+
+@dataclass(slots=True)
 class _Doc:
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
@@ -171,30 +224,24 @@ class _Doc:
     when: datetime | None
     weight: float
     text: str  # visible text of the opening, whitespace not collapsed
+    post: _Post
     norms: tuple[float, float, float] = (1.0, 1.0, 1.0)  # BM25F length norms, set by _Index
     vector: dict[str, float] = field(default_factory=dict)
     topics: dict[str, float] = field(default_factory=dict)
 
 
-def _doc(
-    title: str, summary: str, text: str, body: list[str], when: datetime | None, weight: float
-) -> _Doc:
-    """`body` is the terms (`textindex.term_seq`) of the opening of `text`."""
-    title_terms = terms(title)
-    summary_terms = terms(summary) if summary else []
-    title_joined = " " + " ".join(title_terms) + " "
-    joined = f"{title_joined}| {' '.join(summary_terms)} | {' '.join(body)} "
-    present = set(body)
-    present.update(title_terms, summary_terms)
+def _doc(post: _Post, when: datetime | None, weight: float) -> _Doc:
+    """One subscriber's view of a post: its cached features, date and feed weight."""
     return _Doc(
-        present=present,
-        fields=(title_terms, summary_terms, body),
-        joined=joined,
-        title_joined=title_joined,
-        n_words=len(body),
+        present=post.present,
+        fields=post.fields,
+        joined=post.joined,
+        title_joined=post.title_joined,
+        n_words=len(post.fields[2]),
         when=when,
         weight=weight,
-        text=text,
+        text=post.text,
+        post=post,
     )
 
 
@@ -510,10 +557,13 @@ def _vectors(docs: list[_Doc], index: _Index) -> None:
     log = math.log
     by_weight = itemgetter(1)
     for d in docs:
-        tf: dict[str, float] = {}
-        for seq, w in zip(d.fields, _FIELD_W, strict=True):
-            for t, n in Counter(seq).items():
-                tf[t] = tf.get(t, 0.0) + w * n
+        tf = d.post.tf
+        if tf is None:
+            tf = {}
+            for seq, w in zip(d.fields, _FIELD_W, strict=True):
+                for t, n in Counter(seq).items():
+                    tf[t] = tf.get(t, 0.0) + w * n
+            d.post.tf = tf
         weights = {t: (1.0 + log(n)) * idf(t) for t, n in tf.items()}
         # sorted() is stable, so ties keep the order of first occurrence (as nlargest would).
         top = sorted(weights.items(), key=by_weight, reverse=True)[:VECTOR_TERMS]
@@ -613,21 +663,24 @@ def _select(
     """`select`, plus the entry ids folded into each shown item (keyed by its entry id)."""
     if not candidates:
         return Selection(featured=[], more=[]), {}
-    # Each post's HTML is read and tokenized once; dedup, BM25F and MMR share the terms.
-    texts = [visible_text(c.content) for c in candidates]
-    bodies = [term_seq(chunks(t)) for t in texts]
+    # The work allocates many small objects and frees few: no cyclic GC passes meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _select_now(profile, candidates, now)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _select_now(
+    profile: Profile, candidates: list[Candidate], now: datetime
+) -> tuple[Selection, dict[int, list[int]]]:
+    # Each post's HTML is read and tokenized once per process (`_post`); dedup, BM25F and MMR
+    # share the terms.
+    posts = [_post(c) for c in candidates]
     weights = [_effective_weight(c, profile) for c in candidates]
-    records = [
-        Record(
-            url=c.url,
-            title=c.title,
-            published=c.published,
-            text=t,
-            tokens=b,
-        )
-        for c, t, b in zip(candidates, texts, bodies, strict=True)
-    ]
-    roots = cluster(records)
+    roots = cluster([p.record for p in posts])
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(roots):
         groups.setdefault(r, []).append(i)
@@ -658,14 +711,7 @@ def _select(
         also.append(tuple(names))
 
     docs = [
-        _doc(
-            candidates[i].title,
-            candidates[i].summary,
-            texts[i],
-            bodies[i],
-            candidates[i].published or candidates[i].first_seen,
-            weights[i],
-        )
+        _doc(posts[i], candidates[i].published or candidates[i].first_seen, weights[i])
         for i in reps
     ]
     titles = [candidates[i].title for i in reps]
