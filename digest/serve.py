@@ -211,18 +211,20 @@ class Service:
             self._sending_started = True
             self._arm_send(self.clock())
 
-    async def _send_job(self) -> None:
+    async def send_check(self) -> datetime | None:
+        """One send check; returns when the next one is armed for."""
         self._track()
         checked_at = self.clock()
         report = await self.send_once()
         if self._stopping:
-            return
+            return None
         now = self.clock()
         if report is None:
             wake: datetime | None = now + timedelta(seconds=self.settings.serve.retry_seconds)
         else:
             wake = self.next_wake(checked_at, now)
         self._arm_send(wake)
+        return wake
 
     def _track(self) -> None:
         task = asyncio.current_task()
@@ -243,7 +245,7 @@ class Service:
         # overlap for a moment (a wake-up due while the previous check is finishing); the step
         # lock runs them one after the other, and the second finds nothing new to do.
         scheduler.add_job(
-            self._send_job,
+            self.send_check,
             DateTrigger(run_date=when, timezone=UTC),
             id="send",
             name="send check",
