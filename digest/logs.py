@@ -42,8 +42,9 @@ def setup_logging(fmt: LogFormat, level: int, stream: TextIO | None = None) -> N
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # APScheduler says "Running job ..." at INFO for every wake-up; our own summary line is
-    # the one a reader wants, so its chatter starts at WARNING unless asked for with -vv.
-    logging.getLogger("apscheduler").setLevel(
-        logging.DEBUG if level <= logging.DEBUG else logging.WARNING
-    )
+    # APScheduler says "Running job ..." and httpx "HTTP Request ..." at INFO for every wake-up
+    # and feed; our summary line is the one a reader wants, so theirs need -vv.
+    for chatty in ("apscheduler", "httpx"):
+        logging.getLogger(chatty).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )
