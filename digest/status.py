@@ -325,8 +325,8 @@ def _ago(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 120:
         return f"{seconds} s"
-    if seconds < 2 * 3600:
+    if seconds < 6 * 3600:
         return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
+    if seconds < 3 * 86400:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} days"
