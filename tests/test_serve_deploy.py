@@ -88,3 +88,19 @@ def test_crontab_lines_are_valid_cron_and_valid_digest_commands() -> None:
                 _parser().parse_args(digest_args)  # exits 2 on a bad option
         entries += 1
     assert entries == 2
+
+
+def _readme_block(language: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Running as a service\n", 1)[1].split("\n## ", 1)[0]
+    match = re.search(rf"```{language}\n(.*?)\n```", section, re.DOTALL)
+    assert match, f"no {language} block in the README's service section"
+    return match.group(1)
+
+
+def test_the_readme_shows_the_tested_files() -> None:
+    """What a reader copies from the README is what the tests above checked."""
+    assert _readme_block("ini") in UNIT.read_text()
+    shown = _readme_block("cron").splitlines()
+    crontab = [line for line in CRONTAB.read_text().splitlines() if not line.startswith("#")]
+    assert shown == [line for line in crontab if line.strip()]

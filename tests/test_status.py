@@ -177,7 +177,7 @@ def test_assess_ignores_feeds_when_none_are_configured() -> None:
     assert assess([], [failed_for_good], now, timedelta(hours=2)) == []
 
 
-# ---- digest schedule -------------------------------------------------------------------------------
+# ---- digest schedule ---------------------------------------------------------------------
 
 
 def test_schedule_prints_next_send_in_each_zone_and_utc_and_the_last_sent(
@@ -231,12 +231,14 @@ def test_schedule_says_due_now_when_a_slot_passed_without_a_digest(
     code, out = cli(
         capsys, "schedule", "--json", "--config", str(healthy_setup), "--now", "2026-06-07T12:00"
     )
+    assert code == 0
     (row,) = json.loads(out)
     assert row["due_now"] is True and row["next_utc"] == "2026-06-07T12:00:00+00:00"
     assert main(["run", "--config", str(healthy_setup), "--now", "2026-06-07T12:00:00"]) == 0
     code, out = cli(
         capsys, "schedule", "--json", "--config", str(healthy_setup), "--now", "2026-06-07T12:01"
     )
+    assert code == 0
     (row,) = json.loads(out)
     assert row["due_now"] is False and row["next_utc"] == "2026-06-08T07:00:00+00:00"
     assert row["last_period"] == "2026-06-07T07:00"
