@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -41,7 +42,7 @@ from digest.deliver import make_mailer
 from digest.errors import ConfigError, DigestError, FatalDeliveryError, LockHeld
 from digest.mailer import Mailer
 from digest.run import RunReport, collect_step, send_step
-from digest.schedule import next_instant
+from digest.schedule import next_instant, parse_schedule
 from digest.store import Store
 
 log = logging.getLogger("digest.serve")
@@ -152,12 +153,10 @@ class Service:
         Slots are looked up after `checked_at`, not `now`: a slot that passed while the check
         ran is still ahead of the last look, and its wake-up comes at once."""
         settings = self.settings
+        # Thousands of subscribers share a handful of (schedule, zone) pairs: look each up once.
+        pairs = {(s.schedule, str(settings.subscriber_timezone(s))) for s in settings.subscribers}
         slot = next_instant(
-            (
-                (settings.subscriber_schedule(s), settings.subscriber_timezone(s))
-                for s in settings.subscribers
-            ),
-            checked_at,
+            ((parse_schedule(spec), ZoneInfo(zone)) for spec, zone in sorted(pairs)), checked_at
         )
         retry = self.store.next_pending_attempt([s.email for s in settings.subscribers])
         if retry is not None and retry <= now:

@@ -326,6 +326,24 @@ def test_readable_format_is_plain_text(capsys: pytest.CaptureFixture[str]) -> No
     assert "{" not in err
 
 
+def test_run_with_json_logs_ends_with_one_summary_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path / "config.toml",
+        database=f"sqlite:///{tmp_path / 'd.db'}",
+        feeds=[("lw", str(LESSWRONG / "feed-1.xml"))],
+        subscribers=[{"email": ADA}],
+        folder="out",
+    )
+    assert (
+        main(["run", "-c", str(config), "--now", "2026-06-04T06:00", "--log-format", "json"]) == 0
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [e["event"] for e in lines if e.get("summary")] == ["run"]
+    assert lines[-1]["msg"].startswith("run done: feeds fetched 1/1, new entries 10")
+
+
 # ---- the daemon, for real ------------------------------------------------------------------------
 
 
