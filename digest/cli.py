@@ -2,6 +2,7 @@
 
 Exit codes: 0 all went well; 1 some feed or delivery failed (the rest went on); 2 bad config
 or usage; 75 another run holds the lock (EX_TEMPFAIL, so cron wrappers may simply retry).
+`digest status`: 0 healthy, 1 unhealthy. `digest serve`: 0 after a clean stop on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from digest import __version__
 from digest.config import Settings, config_path, load_config
 from digest.errors import ConfigError, DigestError, LockHeld, StoreError, TemplateError
+from digest.logs import FORMATS, setup_logging
+
+if TYPE_CHECKING:
+    from digest.store import Store
 
 EXIT_OK, EXIT_FAILURES, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
 
@@ -49,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run as if it were this ISO-8601 time (UTC if no offset); for tests and backfills",
     )
     common.add_argument("-v", "--verbose", action="count", default=0, help="say what happens")
+    common.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text",
+        help="log lines on stderr: readable text (default) or one JSON object a line",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser(
@@ -77,6 +89,26 @@ def _parser() -> argparse.ArgumentParser:
         help="re-queue failed digests and resume suspended subscribers (all, or EMAIL's)",
     )
     retry.add_argument("email", nargs="?")
+    # ---- serve, schedule, status -------------------------------------------------------------
+    sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run as a service: collect on an interval, send each digest when it is due;"
+        " SIGHUP reloads the config, SIGTERM stops",
+    )
+    schedule = sub.add_parser(
+        "schedule",
+        parents=[common],
+        help="each subscriber's next send time (their zone and UTC) and last digest sent",
+    )
+    schedule.add_argument("--json", action="store_true", help="print JSON")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="last collect and send, failures, undelivered digests; exit 0 healthy, 1 not",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    # ---- end serve, schedule, status ---------------------------------------------------------
     demo = sub.add_parser(
         "demo", help="run once on the bundled example feeds; digests land in a local folder"
     )
@@ -91,10 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     verbosity = getattr(args, "verbose", 0)
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
+    # A daemon reports as it goes; whoever asks for JSON lines reads every summary by machine.
+    reports = args.command == "serve" or getattr(args, "log_format", "text") == "json"
+    quiet = logging.INFO if reports else logging.WARNING
+    setup_logging(
+        getattr(args, "log_format", "text"),
+        logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else quiet,
     )
     try:
         if args.command == "demo":
@@ -104,9 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_config(config_path(args.config))
         if args.command == "check-config":
             return _check_config(settings, args)
+        if args.command == "serve":
+            return _serve(settings, args)
         now = args.now or datetime.now(UTC)
         if args.command == "run":
-            return _run(settings, now, args.verbose)
+            return _run(settings, now, args.verbose, args.log_format)
+        if args.command in ("schedule", "status"):
+            return _report(settings, args.command, now, args.json)
         if args.command == "preview":
             return _preview(settings, args.email, now, args.out, show=args.open, text=args.text)
         if args.command == "retry":
@@ -137,15 +175,89 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(settings: Settings, now: datetime, verbose: int) -> int:
+def _run(settings: Settings, now: datetime, verbose: int, log_format: str = "text") -> int:
     from digest.run import run
 
     report = asyncio.run(run(settings, now))
+    if log_format == "json":
+        for problem in report.problems:
+            log.warning("%s", problem, extra={"fields": {"event": "run", "problem": problem}})
+        log.info(
+            "run done: %s",
+            report.summary_line(),
+            extra={"fields": {"event": "run", "summary": True, "exit_code": report.exit_code}},
+        )
+        return report.exit_code
     for problem in report.problems:
         print(f"digest: {problem}", file=sys.stderr)
     if verbose:
         print(report.summary_line(), file=sys.stderr)
     return report.exit_code
+
+
+# ---- serve, schedule, status ---------------------------------------------------------------
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from digest.serve import serve
+
+    if args.now is not None:
+        print(
+            "digest: serve runs on the real clock; --now is for run and the reports",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    return asyncio.run(serve(config_path(args.config), settings))
+
+
+def _report(settings: Settings, command: str, now: datetime, as_json: bool) -> int:
+    import json
+
+    from digest import status
+
+    store = _existing_store(settings)
+    try:
+        if command == "schedule":
+            states = (
+                [status.SubscriberState(*row) for row in store.subscriber_states()] if store else []
+            )
+            last = store.last_sent_digests() if store else {}
+            rows = status.next_sends(settings, states, last, now)
+            if as_json:
+                print(json.dumps([r.to_json() for r in rows], indent=2))
+            else:
+                print("\n".join(status.render_schedule(rows)))
+            return EXIT_OK
+        result = status.gather(settings, store, now)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(status.render_status(result)))
+    return result.exit_code
+
+
+def _existing_store(settings: Settings) -> Store | None:
+    """The store if it exists. Reports must not create a database (perhaps as the wrong user)
+    where the service has not run yet."""
+    from digest.store import Store
+
+    url = settings.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not Path(url[len(prefix) :]).exists():
+        return None
+    store = Store(url)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+# ---- end serve, schedule, status -----------------------------------------------------------
 
 
 def _preview(

@@ -138,6 +138,14 @@ class CollectSettings(_Section):
     max_bytes: int = Field(default=10_000_000, gt=0)
     concurrency: int = Field(default=16, ge=1, le=256)
     interval_minutes: float = Field(default=30.0, gt=0)
+    # Fractions of a minute are allowed (tests collect every few seconds).
+    jitter: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="`digest serve` starts each collect up to this fraction of the interval late,"
+        " so many installations do not hit the same feeds at the same second",
+    )
     user_agent: str = "digest/0.1 (+self-hosted feed digest)"
 
 
@@ -218,6 +226,37 @@ class DkimSettings(_Section):
         return value
 
 
+class ServeSettings(_Section):
+    """`digest serve` only; `digest run` under cron ignores these."""
+
+    retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="wait this long before the next send check when another process held the"
+        " store's lock or the mail server was unreachable",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, wait this long for the message being sent to finish",
+    )
+    watch_config: bool = Field(
+        default=True, description="reload when the config file changes, as on SIGHUP"
+    )
+    tick_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often to look at the config file and for jumps of the wall clock"
+        " (a suspended machine, a corrected clock)",
+    )
+    stale_after_minutes: float = Field(
+        default=120.0,
+        gt=0,
+        description="`digest status` is unhealthy when the last successful collect, or the oldest"
+        " undelivered digest, is older than this",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIGEST_",
@@ -231,6 +270,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     collect: CollectSettings = CollectSettings()
     dkim: DkimSettings | None = None
+    serve: ServeSettings = ServeSettings()
     feeds: list[FeedSettings] = []
     subscribers: list[SubscriberSettings] = []
 

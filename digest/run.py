@@ -12,7 +12,7 @@ from digest.config import Settings
 from digest.deliver import DeliveryOutcome, DeliveryReport, deliver
 from digest.mailer import Mailer
 from digest.plan import write_due_digests
-from digest.store import Store
+from digest.store import FeedState, Store, SubscriberRow
 
 
 @dataclass(slots=True)
@@ -80,14 +80,75 @@ async def run(
         with store.locked():
             report = RunReport()
             store.requeue_interrupted(now)
-            feed_rows = store.sync_feeds(
-                [(f.name, settings.feed_location(f)) for f in settings.feeds]
-            )
-            subscriber_rows = store.sync_subscribers([s.email for s in settings.subscribers], now)
+            feed_rows = _sync_feeds(settings, store)
+            subscriber_rows = _sync_subscribers(settings, store, now)
             report.feeds = await collect(settings, store, feed_rows, now)
-            report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
-            report.delivery = await deliver(settings, store, now, mailer_factory)
+            await _write_and_deliver(
+                settings, store, feed_rows, subscriber_rows, now, mailer_factory, report
+            )
             return report
     finally:
         if own_store:
             store.close()
+
+
+# The steps below are `run()` cut where `digest serve` needs to call them on their own cadence.
+# Each takes the store lock for itself (raising LockHeld), so cron and the daemon never overlap;
+# the caller opens and migrates the store once.
+
+
+def sync_step(settings: Settings, store: Store, now: datetime) -> None:
+    """Make the store know the config's feeds and subscribers (a new subscriber's clock starts)."""
+    with store.locked():
+        _sync_feeds(settings, store)
+        _sync_subscribers(settings, store, now)
+
+
+async def collect_step(settings: Settings, store: Store, now: datetime) -> RunReport:
+    with store.locked():
+        report = RunReport()
+        feed_rows = _sync_feeds(settings, store)
+        _sync_subscribers(settings, store, now)
+        report.feeds = await collect(settings, store, feed_rows, now)
+        return report
+
+
+async def send_step(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    *,
+    mailer_factory: Callable[[], Mailer] | None = None,
+) -> RunReport:
+    """Write the digests that are due and deliver the outbox, as `run()` does after collecting."""
+    with store.locked():
+        report = RunReport()
+        # Under the lock nobody else can be mid-send: a 'sending' row is from a process that died.
+        store.requeue_interrupted(now)
+        feed_rows = _sync_feeds(settings, store)
+        subscriber_rows = _sync_subscribers(settings, store, now)
+        await _write_and_deliver(
+            settings, store, feed_rows, subscriber_rows, now, mailer_factory, report
+        )
+        return report
+
+
+def _sync_feeds(settings: Settings, store: Store) -> dict[str, FeedState]:
+    return store.sync_feeds([(f.name, settings.feed_location(f)) for f in settings.feeds])
+
+
+def _sync_subscribers(settings: Settings, store: Store, now: datetime) -> dict[str, SubscriberRow]:
+    return store.sync_subscribers([s.email for s in settings.subscribers], now)
+
+
+async def _write_and_deliver(
+    settings: Settings,
+    store: Store,
+    feed_rows: dict[str, FeedState],
+    subscriber_rows: dict[str, SubscriberRow],
+    now: datetime,
+    mailer_factory: Callable[[], Mailer] | None,
+    report: RunReport,
+) -> None:
+    report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
+    report.delivery = await deliver(settings, store, now, mailer_factory)

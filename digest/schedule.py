@@ -15,6 +15,7 @@ once-only semantics (APScheduler 3.11 fires a 01:30 job twice on a fall-back day
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -94,6 +95,13 @@ class Schedule:
                 return min(future, key=lambda s: (s.at, s.wall))
             window *= 4
         return None
+
+
+def next_instant(schedules: Iterable[tuple[Schedule, ZoneInfo]], now: datetime) -> datetime | None:
+    """The earliest instant after `now` at which any of these schedules has a slot: when a
+    daemon should next look for due digests. None when no schedule ever fires again."""
+    instants = [slot.at for schedule, tz in schedules if (slot := schedule.next(tz, now))]
+    return min(instants, default=None)
 
 
 def _slot(wall: datetime, tz: ZoneInfo) -> Slot:

@@ -749,6 +749,136 @@ class Store:
                 )
             }
 
+    # ---- status and health (serve) ------------------------------------------------------
+    # Read-only, lock-free queries for `digest status` and `digest schedule` (safe beside a
+    # running `digest serve`), and for when the daemon should next look at the outbox. Rows are
+    # plain tuples so this block needs no new types; digest.status names their fields.
+
+    def feed_fetch_states(
+        self,
+    ) -> list[tuple[str, str, datetime | None, datetime | None, str | None, int]]:
+        """(name, url, last_fetch_at, last_ok_at, last_error, failures) of every known feed."""
+        query = select(
+            feeds.c.name,
+            feeds.c.url,
+            feeds.c.last_fetch_at,
+            feeds.c.last_ok_at,
+            feeds.c.last_error,
+            feeds.c.failures,
+        ).order_by(feeds.c.name)
+        with self.engine.connect() as conn:
+            return [
+                (r.name, r.url, r.last_fetch_at, r.last_ok_at, r.last_error, int(r.failures))
+                for r in conn.execute(query)
+            ]
+
+    def last_sent_at(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            value: datetime | None = conn.execute(select(func.max(digests.c.sent_at))).scalar()
+        return value
+
+    def undelivered_digests(
+        self,
+    ) -> list[tuple[str, str, str, int, str | None, datetime, datetime | None]]:
+        """(email, period, state, attempts, last_error, created_at, next_attempt_at) of every
+        digest that is pending, being sent, or failed for good; oldest first."""
+        query = (
+            select(
+                subscribers.c.email,
+                digests.c.period,
+                digests.c.state,
+                digests.c.attempts,
+                digests.c.last_error,
+                digests.c.created_at,
+                digests.c.next_attempt_at,
+            )
+            .join(subscribers, subscribers.c.id == digests.c.subscriber_id)
+            .where(digests.c.state.in_(("pending", "sending", "failed")))
+            .order_by(digests.c.created_at, digests.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                (
+                    r.email,
+                    r.period,
+                    r.state,
+                    int(r.attempts),
+                    r.last_error,
+                    r.created_at,
+                    r.next_attempt_at,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def next_pending_attempt(self, emails: Sequence[str]) -> datetime | None:
+        """When the earliest pending digest of these subscribers may be tried; digests of
+        subscribers no longer in the config are left out, as delivery leaves them alone."""
+        if not emails:
+            return None
+        query = (
+            select(func.min(digests.c.next_attempt_at))
+            .join(subscribers, subscribers.c.id == digests.c.subscriber_id)
+            .where(digests.c.state == "pending")
+            .where(subscribers.c.email.in_([e.lower() for e in emails]))
+        )
+        with self.engine.connect() as conn:
+            value: datetime | None = conn.execute(query).scalar()
+        return value
+
+    def subscriber_states(self) -> list[tuple[str, datetime, bool, int, datetime | None]]:
+        """(email, first_seen, suspended, hard_bounces, slot_at of the latest digest in any
+        state) of every known subscriber; the slot is what due-ness is measured from."""
+        latest = (
+            select(digests.c.subscriber_id, func.max(digests.c.slot_at).label("slot_at"))
+            .group_by(digests.c.subscriber_id)
+            .subquery()
+        )
+        query = (
+            select(
+                subscribers.c.email,
+                subscribers.c.first_seen,
+                subscribers.c.suspended,
+                subscribers.c.hard_bounces,
+                latest.c.slot_at,
+            )
+            .outerjoin(latest, latest.c.subscriber_id == subscribers.c.id)
+            .order_by(subscribers.c.email)
+        )
+        with self.engine.connect() as conn:
+            return [
+                (
+                    r.email,
+                    r.first_seen,
+                    bool(r.suspended),
+                    int(r.hard_bounces),
+                    r.slot_at,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def last_sent_digests(self) -> dict[str, tuple[str, datetime]]:
+        """email -> (period, sent_at) of each subscriber's most recently sent digest."""
+        latest = (
+            select(digests.c.subscriber_id, func.max(digests.c.sent_at).label("sent_at"))
+            .where(digests.c.state == "sent")
+            .group_by(digests.c.subscriber_id)
+            .subquery()
+        )
+        query = (
+            select(subscribers.c.email, digests.c.period, digests.c.sent_at)
+            .join(latest, latest.c.subscriber_id == subscribers.c.id)
+            .join(
+                digests,
+                and_(
+                    digests.c.subscriber_id == latest.c.subscriber_id,
+                    digests.c.sent_at == latest.c.sent_at,
+                ),
+            )
+            .where(digests.c.state == "sent")
+        )
+        with self.engine.connect() as conn:
+            return {r.email: (r.period, r.sent_at) for r in conn.execute(query)}
+
 
 def _digest_select() -> Any:
     return select(digests, subscribers.c.email).join(
