@@ -61,8 +61,8 @@ def write_due_digests(
         if plan is None:
             continue
         digest_id = store.create_digest(plan)
-        if digest_id is None:
-            continue
+        if digest_id is None or not plan.items:
+            continue  # taken, or nothing new this period: no email, the slot is still done
         created += 1
         if env is not None:
             digest = store.digest(digest_id)

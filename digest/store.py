@@ -557,7 +557,8 @@ class Store:
         """Write a digest and its entries in one transaction.
 
         Older undelivered digests of this subscriber, whose entries it carries, become
-        'superseded'. Returns None if this slot already has a digest."""
+        'superseded'. A digest with no entries is written as 'empty': its slot is handled and
+        nothing is sent. Returns None if this slot already has a digest."""
         try:
             with self.engine.begin() as conn:
                 digest_id = conn.execute(
@@ -569,10 +570,10 @@ class Store:
                         window_start=new.window_start,
                         window_end=new.window_end,
                         created_at=new.created_at,
-                        state="pending",
+                        state="pending" if new.items else "empty",
                         message_id=new.message_id,
                         attempts=0,
-                        next_attempt_at=new.created_at,
+                        next_attempt_at=new.created_at if new.items else None,
                     )
                     .returning(digests.c.id)
                 ).scalar_one()

@@ -340,3 +340,18 @@ def test_preview_writes_html_and_records_nothing(
     assert digest_run(config, "2026-06-04T07:05:00+00:00") == 0
     (message,) = smtp.inbox.to(ADA)
     assert len(post_links(message)) == 10, "the preview took nothing away from the real digest"
+
+
+def test_a_period_with_nothing_new_sends_no_email_and_loses_nothing(setup) -> None:  # type: ignore[no-untyped-def]
+    config, feeds, smtp = setup
+    day1, day2 = set(fixture_links("feed-1.xml")), set(fixture_links("feed-2.xml"))
+    assert digest_run(config, "2026-06-04T06:00:00+00:00") == 0
+    assert digest_run(config, "2026-06-04T07:05:00+00:00") == 0
+    assert digest_run(config, "2026-06-05T07:05:00+00:00") == 0  # the feed did not change
+    assert len(smtp.inbox.messages) == 1, "no '0 new posts' email"
+    feeds.serve_file("/feed.xml", LESSWRONG / "feed-2.xml")
+    assert digest_run(config, "2026-06-05T12:00:00+00:00") == 0
+    assert len(smtp.inbox.messages) == 1, "the empty day's slot was handled: no off-schedule email"
+    assert digest_run(config, "2026-06-06T07:05:00+00:00") == 0
+    (_, second) = smtp.inbox.to(ADA)
+    assert post_links(second) == day2 - day1

@@ -123,6 +123,7 @@ def test_a_digest_the_channel_refused_wakes_the_check_after_retry_seconds_not_at
         extra="[serve]\nretry_seconds = 90",
     )
     store.sync_subscribers([ADA], utc("2026-06-01T00:00"))
+    asyncio.run(service.collect_once())  # posts to send (a digest with none sends nothing)
     wake = asyncio.run(service.send_check())
     assert [(s[0], s[2]) for s in states(store)] == [(ADA, "pending")]
     assert wake == clock.now + timedelta(seconds=90)
@@ -135,6 +136,7 @@ def test_a_held_store_lock_skips_the_check_and_retries_soon(
         [{"email": ADA, "schedule": "daily"}], utc("2026-06-04T12:00")
     )
     store.sync_subscribers([ADA], utc("2026-06-01T00:00"))
+    asyncio.run(service.collect_once())  # posts to send (a digest with none sends nothing)
     holder = Store(store.url)
     holder.lock()
     try:

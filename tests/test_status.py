@@ -149,8 +149,12 @@ def test_status_lists_failed_pending_and_suspended_with_their_errors(
 
 
 def test_status_reports_a_digest_stuck_pending_as_unhealthy(
-    healthy_setup: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+    healthy_setup: Path,
+    feed_server: FeedServer,
+    smtp_server: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    feed_server.serve_file("/feed.xml", LESSWRONG / "feed-2.xml")  # new posts for day 2
     smtp_server.stop()
     assert main(["run", "--config", str(healthy_setup), "--now", "2026-06-05T07:05:00"]) == 1
     code, data = status_json(capsys, healthy_setup, "2026-06-05T07:10:00")
@@ -241,7 +245,9 @@ def test_schedule_says_due_now_when_a_slot_passed_without_a_digest(
     assert code == 0
     (row,) = json.loads(out)
     assert row["due_now"] is False and row["next_utc"] == "2026-06-08T07:00:00+00:00"
-    assert row["last_period"] == "2026-06-07T07:00"
+    # Nothing new since the 4th: the slot is handled without an email, so the last digest
+    # *sent* is still the 4th's.
+    assert row["last_period"] == "2026-06-04T07:00"
 
 
 def test_status_and_schedule_read_sqlite_and_postgresql_alike(
