@@ -12,7 +12,7 @@ from digest.config import FeedSettings, Settings
 from digest.errors import (
     FeedError,
 )
-from digest.fetch import FetchResult, fetch_url, make_client, read_file
+from digest.fetch import Client, FetchResult, fetch_url, make_client, read_file
 from digest.models import ParsedEntry
 from digest.parse import parse_feed
 from digest.plan import summary_key
@@ -39,35 +39,45 @@ async def collect(
     async with make_client(settings.collect.user_agent, settings.collect.concurrency) as client:
 
         async def one(feed: FeedSettings) -> FeedOutcome:
-            state = feed_rows[feed.name]
+            # The whole pipeline for a feed runs under the limit, so at most `concurrency`
+            # feeds' bytes and parsed entries are in memory at once, however many feeds.
             async with limit:
-                try:
-                    fetched = await _fetch(settings, feed, state, client)
-                    if fetched.data is None:
-                        store.record_fetch(state.id, now, error=None, keep_validators=True)
-                        return FeedOutcome(feed.name, not_modified=True)
-                    location = settings.feed_location(feed)
-                    parsed = await asyncio.to_thread(
-                        parse_feed, fetched.data, location, fetched.content_type
-                    )
-                except FeedError as exc:
-                    store.record_fetch(state.id, now, error=str(exc))
-                    return FeedOutcome(feed.name, error=f"{settings.feed_location(feed)}: {exc}")
-            wanted = {e.key: summary_key(content_hash(e.content)) for e in parsed.entries}
-            stale = store.stale_summaries(state.id, wanted)
-            summaries = await asyncio.to_thread(_summaries, parsed.entries, stale, wanted)
-            new = store.add_entries(state.id, parsed.entries, now, summaries)
-            store.record_fetch(
-                state.id,
-                now,
-                error=None,
-                etag=fetched.etag,
-                last_modified=fetched.last_modified,
-                title=feed.title or parsed.title or feed.name,
-            )
-            return FeedOutcome(feed.name, new=new)
+                return await _collect_one(settings, store, feed, feed_rows[feed.name], client, now)
 
         return list(await asyncio.gather(*(one(f) for f in settings.feeds)))
+
+
+async def _collect_one(
+    settings: Settings,
+    store: Store,
+    feed: FeedSettings,
+    state: FeedState,
+    client: Client,
+    now: datetime,
+) -> FeedOutcome:
+    try:
+        fetched = await _fetch(settings, feed, state, client)
+        if fetched.data is None:
+            store.record_fetch(state.id, now, error=None, keep_validators=True)
+            return FeedOutcome(feed.name, not_modified=True)
+        location = settings.feed_location(feed)
+        parsed = await asyncio.to_thread(parse_feed, fetched.data, location, fetched.content_type)
+    except FeedError as exc:
+        store.record_fetch(state.id, now, error=str(exc))
+        return FeedOutcome(feed.name, error=f"{settings.feed_location(feed)}: {exc}")
+    wanted = {e.key: summary_key(content_hash(e.content)) for e in parsed.entries}
+    stale = store.stale_summaries(state.id, wanted)
+    summaries = await asyncio.to_thread(_summaries, parsed.entries, stale, wanted)
+    new = store.add_entries(state.id, parsed.entries, now, summaries)
+    store.record_fetch(
+        state.id,
+        now,
+        error=None,
+        etag=fetched.etag,
+        last_modified=fetched.last_modified,
+        title=feed.title or parsed.title or feed.name,
+    )
+    return FeedOutcome(feed.name, new=new)
 
 
 def _summaries(
@@ -82,13 +92,13 @@ def _summaries(
 
 
 async def _fetch(
-    settings: Settings, feed: FeedSettings, state: FeedState, client: object
+    settings: Settings, feed: FeedSettings, state: FeedState, client: Client
 ) -> FetchResult:
     location = settings.feed_location(feed)
     if feed.is_local or feed.url.startswith("file://"):
         return await asyncio.to_thread(read_file, location, settings.collect.max_bytes)
     return await fetch_url(
-        client,  # type: ignore[arg-type]
+        client,
         location,
         etag=state.etag,
         last_modified=state.last_modified,

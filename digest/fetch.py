@@ -12,6 +12,9 @@ import httpx
 
 from digest.errors import FeedError
 
+# What callers hold between fetches; they need not import httpx themselves.
+Client = httpx.AsyncClient
+
 
 @dataclass(frozen=True, slots=True)
 class FetchResult:
