@@ -137,6 +137,9 @@ class CollectSettings(_Section):
     )
     max_bytes: int = Field(default=10_000_000, gt=0)
     concurrency: int = Field(default=16, ge=1, le=256)
+    processes: int = Field(
+        default=0, ge=0, le=64, description="worker processes for parsing; 0: one per core"
+    )
     interval_minutes: float = Field(default=30.0, gt=0)
     # Fractions of a minute are allowed (tests collect every few seconds).
     jitter: float = Field(

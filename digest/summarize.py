@@ -46,6 +46,7 @@ from digest.summarize_rules import (
     states_claim,
     summary_label,
 )
+from digest.textindex import visible_text
 
 __all__ = ["SUMMARIZER_VERSION", "WORDS_PER_MINUTE", "reading_minutes", "summarize"]
 
@@ -500,8 +501,12 @@ def summarize(title: str, content: str) -> str:
 
 
 def reading_minutes(content: str) -> int:
-    """Minutes to read the post at WORDS_PER_MINUTE; at least 1 for any text, 0 for none."""
-    words = sum(count_words(b.text) for b in _body(content))
+    """Minutes to read the post at WORDS_PER_MINUTE; at least 1 for any text, 0 for none.
+
+    Counted on the visible text (tags, styles and scripts stripped by a regular expression):
+    a whole post through the structural parser cost more than its summary, and a few words of
+    feed furniture do not change the minutes."""
+    words = count_words(visible_text(content, len(content) + 1))
     if not words:
         return 0
     return max(1, round(words / WORDS_PER_MINUTE))
