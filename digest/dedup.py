@@ -114,6 +114,8 @@ _REPLY = re.compile(
     r"comments? on|a reply to|a response to)\b\s*:?",
     re.I,
 )
+# A character `_SITE_SUFFIX` needs: titles without one cannot match it.
+_SEPARATOR = re.compile(r"[|\u00b7\u2022\-\u2013\u2014]")
 # http(s) URL with a plain host (no user, port or IPv6) and no query or fragment: the parts
 # `urlsplit` would give, without its cost.
 _SIMPLE_URL = re.compile(r"(?i:https?)://([A-Za-z0-9.-]+)(/[^?#\s]*)?\Z")
@@ -168,11 +170,12 @@ class Record:
 
     def __post_init__(self) -> None:
         self.url_key = canonical_url(self.url)
-        undecorated = _undecorate(self.title)
+        folded = _fold(self.title)
+        undecorated = _undecorate_folded(folded)
         chunked = undecorated.split()  # words and terms through textindex's per-chunk caches
         toks = chunk_words(chunked)
         self.titles = _title_variants(undecorated, toks)
-        self.reply = bool(_REPLY.match(_fold(self.title)))
+        self.reply = bool(_REPLY.match(folded))
         if self.url_key.startswith(_ID_HOSTS):
             self.post_id = self.url_key
         self.title_terms = frozenset(term_seq(chunked))
@@ -180,7 +183,7 @@ class Record:
         if self.tokens is None:
             self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
         self.shingles = shingles(self.tokens)
-        self.sketch = tuple(sorted(self.shingles)[:SKETCH])
+        self.sketch = _smallest(self.shingles)
         self.tokens = None
 
 
@@ -255,7 +258,11 @@ def _fold(text: str) -> str:
 
 
 def _undecorate(title: str) -> str:
-    t = _fold(title)
+    return _undecorate_folded(_fold(title))
+
+
+def _undecorate_folded(t: str) -> str:
+    """`_undecorate` of a title already through `_fold`."""
     if "[" in t or "(" in t or ":" in t:
         t = _DECOR_WORDS.sub(" ", t)
         t = _LEAD_WORDS.sub("", t)
@@ -276,7 +283,7 @@ def title_variants(title: str) -> frozenset[str]:
 
 def _title_variants(t: str, toks: list[str]) -> frozenset[str]:
     out = {" ".join(toks)}
-    m = _SITE_SUFFIX.search(t)
+    m = _SITE_SUFFIX.search(t) if _SEPARATOR.search(t) else None
     if m and len(m.group(1).split()) <= 5:
         head = " ".join(words(t[: m.start()]))
         if len(head.split()) >= 2:
@@ -313,6 +320,25 @@ def shingles(tokens: list[str]) -> frozenset[int]:
         return frozenset()
     ids = list(map(_TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
     return frozenset(map(hash, zip(*[ids[i:] for i in range(SHINGLE)], strict=False)))
+
+
+# Shingle fingerprints are tuple hashes: near-uniform over the 64-bit signed range.
+_HASH_LOW = -(2**63)
+_HASH_SPAN = 2**64
+
+
+def _smallest(fps: frozenset[int]) -> tuple[int, ...]:
+    """The SKETCH smallest of `fps`, in ascending order: ``tuple(sorted(fps)[:SKETCH])``.
+
+    Sorting every fingerprint is most of the cost, so only those under a bound expected to
+    let about 2 * SKETCH through are sorted; when fewer than SKETCH pass, all of them are.
+    """
+    n = len(fps)
+    if n > 4 * SKETCH:
+        below = sorted(filter((_HASH_LOW + _HASH_SPAN * 2 * SKETCH // n).__gt__, fps))
+        if len(below) >= SKETCH:
+            return tuple(below[:SKETCH])
+    return tuple(sorted(fps)[:SKETCH])
 
 
 def containment(a: frozenset[int], b: frozenset[int]) -> float | None:
@@ -397,10 +423,9 @@ def cluster(records: list[Record]) -> list[int]:
     for h in [h for h, others in owners.items() if len(others) > BUCKET_CAP]:
         del owners[h]  # boilerplate shared by many openings
     sketched = set(owners)
+    owned = owners.__getitem__
     for i, r in enumerate(records):
-        near: set[int] = set()
-        for h in r.shingles & sketched:
-            near.update(owners[h])
+        near = set(itertools.chain.from_iterable(map(owned, r.shingles & sketched)))
         near.discard(i)
         pairs.update((i, j) if i < j else (j, i) for j in near)
 

@@ -254,11 +254,19 @@ class _Index:
     def __init__(self, docs: list[_Doc]) -> None:
         self.docs = docs
         self.n = len(docs)
-        # Document frequencies, counted on demand (`count`) for the terms that need an idf:
-        # the profile's query terms and the terms of the posts considered for featuring.
-        self.df: dict[str, int] = {}
-        avg = [max(1.0, sum(len(d.fields[f]) for d in docs) / max(1, self.n)) for f in range(3)]
-        avg_t, avg_s, avg_b = avg
+        # Document frequencies, counted (`count`) the first time an idf is needed: of the
+        # profile's query terms and of the terms of the posts considered for featuring,
+        # which is most of the digest's terms, so all are counted in one pass.
+        self.df: Counter[str] = Counter()
+        self._counted = False
+        n_t = n_s = n_b = 0
+        for d in docs:
+            t, m, b = d.fields
+            n_t += len(t)
+            n_s += len(m)
+            n_b += len(b)
+        n = max(1, self.n)
+        avg_t, avg_s, avg_b = max(1.0, n_t / n), max(1.0, n_s / n), max(1.0, n_b / n)
         for d in docs:
             t, m, b = d.fields
             d.norms = (
@@ -269,19 +277,15 @@ class _Index:
         self._idf: dict[str, float] = {}
 
     def count(self, terms: set[str] | frozenset[str]) -> None:
-        """Count the document frequencies of `terms` not counted yet."""
-        need = terms.difference(self.df)
-        if not need:
-            return
-        counts = Counter(chain.from_iterable(d.present & need for d in self.docs))
-        for t in need:
-            self.df[t] = counts.get(t, 0)
+        """Make sure the document frequencies of `terms` are known (see `df`)."""
+        if not self._counted and terms:
+            self._counted = True
+            self.df = Counter(chain.from_iterable(d.present for d in self.docs))
 
     def idf(self, term: str) -> float:
         got = self._idf.get(term)
         if got is None:
-            if term not in self.df:
-                self.count({term})
+            self.count({term})
             df = self.df[term]
             got = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
             self._idf[term] = got
@@ -335,26 +339,35 @@ class _Scorer:
 
     def __init__(self, index: _Index, qs: _Queries) -> None:
         self.qs = qs
+        self.n = len(qs.queries)
+        self.vocab = qs.vocab
+        self.by_term = qs.by_term
         index.count(qs.vocab)
         self.idf = {t: index.idf(t) for t in qs.vocab}
-        self.phrase_idf = [
-            sum(self.idf[t] for t in phrase) / len(phrase) for _, _, phrase in qs.phrases
-        ]
-        self.needles = [
-            " " + " ".join(phrase) + " " if len(phrase) >= 2 else "" for _, _, phrase in qs.phrases
+        # Per phrase: (query index, is_own, its single term or "", its terms, the needle for
+        # the exact phrase or "", the phrase's idf).
+        self.plan: list[tuple[int, bool, str, tuple[str, ...], str, float]] = [
+            (
+                qi,
+                is_own,
+                phrase[0] if len(phrase) == 1 else "",
+                phrase,
+                " " + " ".join(phrase) + " " if len(phrase) >= 2 else "",
+                sum(self.idf[t] for t in phrase) / len(phrase),
+            )
+            for qi, is_own, phrase in qs.phrases
         ]
 
     def interests(self, d: _Doc) -> list[tuple[float, float]] | None:
         """(own score, related score) per interest; None when no interest term occurs."""
-        qs = self.qs
-        n = len(qs.queries)
-        hits = d.present & qs.vocab
+        hits = d.present & self.vocab
         if not hits:
             return None
         title, summary, body = d.fields
         n_title, n_summary, n_body = d.norms
         w_title, w_summary, w_body = _FIELD_W
         idf = self.idf
+        by_term = self.by_term
         scores: dict[str, float] = {}
         touched: set[int] = set()
         for t in hits:
@@ -370,14 +383,15 @@ class _Scorer:
             if c:
                 tf += w_body * c / n_body
             scores[t] = idf[t] * tf * (K1 + 1.0) / (tf + K1) if tf > 0 else 0.0
-            touched.update(qs.by_term[t])
+            touched.update(by_term[t])
+        n = self.n
         own = [0.0] * n
         rel = [0.0] * n
-        phrases = qs.phrases
+        plan = self.plan
         for pi in sorted(touched):
-            qi, is_own, phrase = phrases[pi]
-            if len(phrase) == 1:  # the common case: one word, no phrase part
-                value = scores[phrase[0]]
+            qi, is_own, single, phrase, needle, phrase_idf = plan[pi]
+            if single:  # the common case: one word, no phrase part
+                value = scores[single]
                 if value > 0:
                     if is_own:
                         own[qi] = value
@@ -390,12 +404,11 @@ class _Scorer:
                 continue
             share = present / len(phrase)
             value = sum(got) * share * share
-            needle = self.needles[pi]
             if needle:
                 count = d.joined.count(needle)
                 if count:
                     tf = count + (FIELD_WEIGHTS["title"] - 1.0 if needle in d.title_joined else 0.0)
-                    value += self.phrase_idf[pi] * tf * (K1 + 1.0) / (tf + K1)
+                    value += phrase_idf * tf * (K1 + 1.0) / (tf + K1)
             if is_own:
                 own[qi] = value
             else:
@@ -498,12 +511,17 @@ def _score_all(
     semantic = _semantic(queries, docs, titles)
     scorer = _Scorer(index, qs)
     length_full = math.log1p(LENGTH_FULL_TERMS)
+    lengths: dict[int, float] = {}  # n_words -> length prior term (few distinct values)
+    log1p = math.log1p
+    interests_of = scorer.interests
     out: list[_Scored] = []
     for i, d in enumerate(docs):
         fresh = FRESHNESS_WEIGHT * _freshness(d.when, now)
-        length = LENGTH_WEIGHT * min(1.0, math.log1p(d.n_words) / length_full)
+        length = lengths.get(d.n_words)
+        if length is None:
+            length = lengths[d.n_words] = LENGTH_WEIGHT * min(1.0, log1p(d.n_words) / length_full)
         reasons: list[str] = []
-        per = scorer.interests(d)
+        per = interests_of(d)
         if per is None:  # no interest term in the post
             relevance = 0.0
         else:
@@ -550,21 +568,38 @@ def _reasons(labels: list[str], per: list[tuple[float, float]], share: float) ->
     return reasons
 
 
+def _term_weights(fields: tuple[list[str], list[str], list[str]]) -> dict[str, float]:
+    """Field-weighted term counts, in order of first occurrence (title, summary, body)."""
+    title, summary, body = fields
+    w_title, w_summary, w_body = _FIELD_W
+    tf: dict[str, float] = {}
+    for seq, w in ((title, w_title), (summary, w_summary)):
+        for t, n in Counter(seq).items():
+            tf[t] = tf.get(t, 0.0) + w * n
+    # The body, the long field: the same sums, without a Python step per term.
+    counts = Counter(body)
+    if tf:
+        for t in counts.keys() & tf.keys():
+            tf[t] += w_body * counts[t]
+        tf.update({t: w_body * n for t, n in counts.items() if t not in tf})
+    else:
+        tf = {t: w_body * n for t, n in counts.items()}
+    return tf
+
+
 def _vectors(docs: list[_Doc], index: _Index) -> None:
     """Unit tf-idf vectors over each post's strongest terms, for MMR similarity."""
-    index.count(set().union(*(d.present for d in docs)))  # their idf, in one pass
-    idf = index.idf
+    need = set().union(*(d.present for d in docs))
+    index.count(need)  # their idf, in one pass
+    idf = {t: index.idf(t) for t in need}
     log = math.log
     by_weight = itemgetter(1)
     for d in docs:
         tf = d.post.tf
         if tf is None:
-            tf = {}
-            for seq, w in zip(d.fields, _FIELD_W, strict=True):
-                for t, n in Counter(seq).items():
-                    tf[t] = tf.get(t, 0.0) + w * n
+            tf = _term_weights(d.fields)
             d.post.tf = tf
-        weights = {t: (1.0 + log(n)) * idf(t) for t, n in tf.items()}
+        weights = {t: (1.0 + log(n)) * idf[t] for t, n in tf.items()}
         # sorted() is stable, so ties keep the order of first occurrence (as nlargest would).
         top = sorted(weights.items(), key=by_weight, reverse=True)[:VECTOR_TERMS]
         norm = math.sqrt(sum([v * v for _, v in top])) or 1.0
@@ -620,8 +655,14 @@ def _order(
         if best is None:
             break
         featured.append(best)
-        remaining = [s for s in remaining if s is not best]
         per_feed[feeds[best.index]] += 1
+        if len(featured) >= max_items:
+            break
+        # Posts of a feed at its cap can never be picked: drop them (their similarity no
+        # longer matters); the others keep their order.
+        remaining = [
+            s for s in remaining if s is not best and per_feed[feeds[s.index]] < per_feed_cap
+        ]
         b = docs[best.index]
         nb = norms[best.index]
         for s in remaining:
