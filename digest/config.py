@@ -38,7 +38,7 @@ _EMAIL = re.compile(
 _FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -324,7 +324,7 @@ class Settings(BaseSettings):
             and smtp.username
             and smtp.security == "none"
             and not smtp.allow_plaintext_auth
-            and not _is_loopback(smtp.host)
+            and not is_loopback(smtp.host)
         ):
             problems.append(
                 f"smtp -> security: a login to {smtp.host} needs 'starttls' or 'tls'"

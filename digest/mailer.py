@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import ipaddress
 import os
 import re
 import ssl
@@ -16,6 +15,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from digest.config import is_loopback
 from digest.errors import DeliveryError, FatalDeliveryError, ServerUnavailable
 
 
@@ -74,15 +74,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SmtpMailer:

@@ -27,19 +27,7 @@ from digest.models import ParsedEntry
 from digest.run import run
 from digest.serve import Service
 from digest.store import Store
-from tests.conftest import LESSWRONG, write_config
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.conftest import LESSWRONG, FixedClock, utc, write_config
 
 
 @dataclass

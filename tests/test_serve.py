@@ -26,22 +26,10 @@ from digest.config import Settings, load_config
 from digest.logs import JsonFormatter, setup_logging
 from digest.serve import STOPPING, Service
 from digest.store import Store
-from tests.conftest import LESSWRONG, FeedServer, SmtpServer, write_config
+from tests.conftest import LESSWRONG, FeedServer, FixedClock, SmtpServer, utc, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 ADA, BOB = "ada@example.org", "bob@example.org"
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def states(store: Store) -> list[tuple[str, str, str, int, str | None, str]]:
