@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import digest.rank as rank_module
+from bench.rank import load_posts
 from digest.models import Candidate, Profile, Selection
 from digest.rank import rank, select
 
@@ -27,23 +27,9 @@ def lexical_only() -> Iterator[None]:
     rank_module.set_semantic(None)
 
 
-def fixture_posts() -> list[dict[str, str]]:
-    """The 19 distinct LessWrong fixture posts as `rank` takes them."""
-    posts: dict[str, dict[str, str]] = {}
-    for name in ("feed-1.xml", "feed-2.xml"):
-        for item in ET.parse(FIXTURES / "lesswrong" / name).getroot().iter("item"):
-            guid = item.findtext("guid") or ""
-            posts.setdefault(
-                guid,
-                {
-                    "id": guid,
-                    "title": item.findtext("title") or "",
-                    "url": item.findtext("link") or "",
-                    "published": parsedate_to_datetime(item.findtext("pubDate") or "").isoformat(),
-                    "content": item.findtext("description") or "",
-                },
-            )
-    return list(posts.values())
+def fixture_posts() -> list[dict[str, Any]]:
+    """The 19 distinct LessWrong fixture posts as `rank` takes them (the bench's own loader)."""
+    return load_posts()
 
 
 def cand(
