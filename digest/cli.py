@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="collect feeds, then write and send the digests that are due (for cron)",
     )
+    sub.add_parser(
+        "collect",
+        parents=[common],
+        help="collect feeds only, sending nothing (for a frequent cron line beside `digest run`)",
+    )
     sub.add_parser("check-config", parents=[common], help="validate the config; exit 2 if bad")
     preview = sub.add_parser(
         "preview",
@@ -141,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(settings, args)
         now = args.now or datetime.now(UTC)
-        if args.command == "run":
-            return _run(settings, now, args.verbose, args.log_format)
+        if args.command in ("run", "collect"):
+            return _run(settings, now, args.verbose, args.log_format, args.command)
         if args.command in ("schedule", "status"):
             return _report(settings, args.command, now, args.json)
         if args.command == "preview":
@@ -175,17 +180,20 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(settings: Settings, now: datetime, verbose: int, log_format: str = "text") -> int:
-    from digest.run import run
+def _run(
+    settings: Settings, now: datetime, verbose: int, log_format: str = "text", command: str = "run"
+) -> int:
+    from digest.run import collect_only, run
 
-    report = asyncio.run(run(settings, now))
+    report = asyncio.run(run(settings, now) if command == "run" else collect_only(settings, now))
     if log_format == "json":
         for problem in report.problems:
-            log.warning("%s", problem, extra={"fields": {"event": "run", "problem": problem}})
+            log.warning("%s", problem, extra={"fields": {"event": command, "problem": problem}})
         log.info(
-            "run done: %s",
+            "%s done: %s",
+            command,
             report.summary_line(),
-            extra={"fields": {"event": "run", "summary": True, "exit_code": report.exit_code}},
+            extra={"fields": {"event": command, "summary": True, "exit_code": report.exit_code}},
         )
         return report.exit_code
     for problem in report.problems:

@@ -92,6 +92,16 @@ async def run(
             store.close()
 
 
+async def collect_only(settings: Settings, now: datetime) -> RunReport:
+    """The whole job of `digest collect`: collect, write and send nothing."""
+    store = open_store(settings)
+    try:
+        store.migrate()
+        return await collect_step(settings, store, now)
+    finally:
+        store.close()
+
+
 # The steps below are `run()` cut where `digest serve` needs to call them on their own cadence.
 # Each takes the store lock for itself (raising LockHeld), so cron and the daemon never overlap;
 # the caller opens and migrates the store once.
