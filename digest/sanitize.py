@@ -4,6 +4,7 @@ a digest passes through here. Pure functions, no I/O."""
 from __future__ import annotations
 
 import functools
+import html
 import re
 from dataclasses import dataclass
 
@@ -88,6 +89,79 @@ def sanitize_html(fragment: str, *, images: bool = False) -> str:
     if images:
         cleaned = _IMG_TAG.sub(lambda m: _image_tag(m.group(0)), cleaned)
     return cleaned
+
+
+# What a stored post keeps. Wider than a digest's allow-list (structure, tables, images, and
+# the class/id/aria-hidden hints the summarizer reads to skip furniture and math), but nothing
+# that runs: no script, no event handlers, no styles, no forms, links to http(s)/mailto only.
+STORED_TAGS = frozenset(nh3.ALLOWED_TAGS)
+STORED_ATTRIBUTES: dict[str, set[str]] = {
+    **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    "*": {"class", "id", "title", "lang", "dir", "aria-hidden"},
+}
+# Dropped with what is inside: never prose, and their text is code, glyphs or form labels.
+STORED_DROPPED_WITH_CONTENT = frozenset(
+    {
+        "script",
+        "style",
+        "template",
+        "noscript",
+        "title",
+        "head",
+        "svg",
+        "math",
+        "mjx-container",
+        "iframe",
+        "object",
+        "embed",
+        "applet",
+        "form",
+        "button",
+        "select",
+        "textarea",
+        "canvas",
+        "audio",
+        "video",
+    }
+)
+
+
+def sanitize_stored(fragment: str, base: str = "") -> str:
+    """Feed HTML as it is stored: nothing that can run, relative links resolved against
+    `base` (an absolute http(s) URL) or dropped when there is none."""
+    relative: str | tuple[str, str] = (
+        ("rewrite_with_base", base) if base.startswith(("http://", "https://")) else "deny"
+    )
+    try:
+        return nh3.clean(
+            fragment,
+            tags=set(STORED_TAGS),
+            clean_content_tags=set(STORED_DROPPED_WITH_CONTENT),
+            attributes=STORED_ATTRIBUTES,
+            url_schemes=set(URL_SCHEMES),
+            strip_comments=True,
+            link_rel=None,
+            url_relative=relative,
+        )
+    except ValueError:
+        # A base that does not parse as a URL: keep the post, drop its relative links.
+        return nh3.clean(
+            fragment,
+            tags=set(STORED_TAGS),
+            clean_content_tags=set(STORED_DROPPED_WITH_CONTENT),
+            attributes=STORED_ATTRIBUTES,
+            url_schemes=set(URL_SCHEMES),
+            strip_comments=True,
+            link_rel=None,
+            url_relative="deny",
+        )
+
+
+def html_to_text(fragment: str) -> str:
+    """The text of an HTML fragment (a title marked as HTML): tags and scripts gone."""
+    return html.unescape(
+        nh3.clean(fragment, tags=set(), clean_content_tags={"script", "style"}, strip_comments=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
