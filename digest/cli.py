@@ -183,10 +183,18 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 def _run(
     settings: Settings, now: datetime, verbose: int, log_format: str = "text", command: str = "run"
 ) -> int:
+    from digest.progress import feed_progress
     from digest.run import collect_only, run
 
-    report = asyncio.run(run(settings, now) if command == "run" else collect_only(settings, now))
+    with feed_progress(len(settings.feeds), enabled=log_format == "text") as progress:
+        report = asyncio.run(
+            run(settings, now, progress=progress)
+            if command == "run"
+            else collect_only(settings, now, progress)
+        )
     if log_format == "json":
+        for note in report.notes:
+            log.warning("%s", note, extra={"fields": {"event": command, "note": note}})
         for problem in report.problems:
             log.warning("%s", problem, extra={"fields": {"event": command, "problem": problem}})
         log.info(
@@ -196,8 +204,8 @@ def _run(
             extra={"fields": {"event": command, "summary": True, "exit_code": report.exit_code}},
         )
         return report.exit_code
-    for problem in report.problems:
-        print(f"digest: {problem}", file=sys.stderr)
+    for line in (*report.notes, *report.problems):
+        print(f"digest: {line}", file=sys.stderr)
     if verbose:
         print(report.summary_line(), file=sys.stderr)
     return report.exit_code

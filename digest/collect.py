@@ -1,124 +1,260 @@
-"""Collecting: fetch every feed concurrently, parse, store entries first seen now.
-One bad feed is an outcome, not an exception."""
+"""Collecting: fetch every due feed concurrently, parse in worker processes, store entries first
+seen now. One bad feed is an outcome, not an exception; what the HTTP answer says about the feed
+(moved, gone, slow down) is remembered for the next collect."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from itertools import chain, zip_longest
+from urllib.parse import urlsplit
 
 from digest.config import FeedSettings, Settings
-from digest.errors import (
-    FeedError,
-)
-from digest.fetch import Client, FetchResult, fetch_url, make_client, read_file
-from digest.models import ParsedEntry
+from digest.discover import feed_links, looks_like_html
+from digest.errors import FeedError, FeedGone
+from digest.fetch import Fetcher, FetchResult, read_file
+from digest.models import ParsedFeed
 from digest.parse import parse_feed
-from digest.plan import summary_key
-from digest.store import (
-    FeedState,
-    Store,
-    content_hash,
-)
-from digest.summarize import reading_minutes, summarize
+from digest.store import FeedState, FetchRecord, Store
+
+# A feed counts as persistently broken only after this many failed attempts in a row, however
+# long it has been failing (one failure a day ago is a blip, not a pattern).
+BROKEN_AFTER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
 class FeedOutcome:
+    """What one collect did with one feed.
+
+    `error` and `kind` say why it failed this time; `failures` and `failing_since` count the
+    streak, and `persistent` says the streak is long enough to call the feed broken. `skipped`
+    says why it was not fetched at all (gone, or waiting out a backoff or Retry-After). `note`
+    is something the operator should act on although nothing failed (moved, discovered)."""
+
     name: str
     new: int = 0
     error: str | None = None
+    kind: str | None = None
     not_modified: bool = False
+    skipped: str | None = None
+    note: str | None = None
+    url: str = ""
+    failures: int = 0
+    failing_since: datetime | None = None
+    persistent: bool = False
+    next_attempt: datetime | None = None
+
+    @property
+    def fetched(self) -> bool:
+        return self.error is None and self.skipped is None
+
+    def problem(self) -> str | None:
+        """The line a run's summary gives this feed, if it failed."""
+        if self.error is None:
+            return None
+        where = f"feed {self.name} ({self.url})" if self.url else f"feed {self.name}"
+        if self.kind == "gone":
+            return f"{where} is gone ({self.error}): no longer fetched; remove it from the config"
+        later = f"; next try after {_when(self.next_attempt)}" if self.next_attempt else ""
+        if self.persistent and self.failing_since is not None:
+            return (
+                f"{where} is persistently broken: failing since {_when(self.failing_since)},"
+                f" {self.failures} attempts; last: {self.error}{later}"
+            )
+        return f"{where}: {self.error}{later}"
+
+
+Progress = Callable[[FeedOutcome], None]
 
 
 async def collect(
-    settings: Settings, store: Store, feed_rows: dict[str, FeedState], now: datetime
+    settings: Settings,
+    store: Store,
+    feed_rows: dict[str, FeedState],
+    now: datetime,
+    progress: Progress | None = None,
 ) -> list[FeedOutcome]:
-    limit = asyncio.Semaphore(settings.collect.concurrency)
-    # Parsing and summarizing are pure Python and hold the GIL: threads add nothing, worker
-    # processes add a core each. A handful of feeds is not worth starting them.
-    workers = settings.collect.processes or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(settings.feeds) > 4 else None
+    """Collect every configured feed that is due; outcomes in config order."""
+    options = settings.collect
+    limit = asyncio.Semaphore(options.concurrency)
+    due = [f for f in settings.feeds if _skip_reason(feed_rows[f.name], now) is None]
+    # Parsing is pure Python and holds the GIL: threads add nothing, worker processes add a
+    # core each. A handful of feeds is not worth starting them.
+    workers = options.processes or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(due) > 4 else None
+    outcomes: dict[str, FeedOutcome] = {}
     try:
-        async with make_client(settings.collect.user_agent, settings.collect.concurrency) as client:
+        async with Fetcher(
+            user_agent=options.user_agent,
+            concurrency=options.concurrency,
+            per_host=options.per_host,
+            timeout=options.timeout,
+            max_bytes=options.max_bytes,
+            max_redirects=options.max_redirects,
+            block_private=options.block_private_addresses,
+        ) as fetcher:
 
-            async def one(feed: FeedSettings) -> FeedOutcome:
-                # The whole pipeline for a feed runs under the limit, so at most `concurrency`
-                # feeds' bytes and parsed entries are in memory at once, however many feeds.
-                async with limit:
-                    state = feed_rows[feed.name]
-                    return await _collect_one(settings, store, feed, state, client, now, pool)
+            async def one(feed: FeedSettings) -> None:
+                state = feed_rows[feed.name]
+                skipped = _skip_reason(state, now)
+                if skipped is not None:
+                    outcome = FeedOutcome(feed.name, skipped=skipped, url=state.location)
+                else:
+                    # The whole pipeline for a feed runs under the limit, so at most
+                    # `concurrency` feeds' bytes and parsed entries are in memory at once.
+                    async with limit:
+                        outcome = await _collect_one(
+                            settings, store, state, feed.title, fetcher, now, pool
+                        )
+                outcomes[feed.name] = outcome
+                if progress is not None:
+                    progress(outcome)
 
-            return list(await asyncio.gather(*(one(f) for f in settings.feeds)))
+            await asyncio.gather(*(one(f) for f in _interleaved_by_host(settings.feeds)))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return [outcomes[f.name] for f in settings.feeds]
+
+
+def _interleaved_by_host(feeds: Sequence[FeedSettings]) -> list[FeedSettings]:
+    """Feeds ordered host by host in turn, so the concurrency slots (taken in order) go to many
+    hosts at once instead of queueing behind one host's politeness limit."""
+    by_host: dict[str, list[FeedSettings]] = {}
+    for feed in feeds:
+        by_host.setdefault(urlsplit(feed.url).hostname or "", []).append(feed)
+    rounds = zip_longest(*by_host.values())
+    return [f for f in chain.from_iterable(rounds) if f is not None]
+
+
+def _skip_reason(state: FeedState, now: datetime) -> str | None:
+    if state.gone_at is not None:
+        return f"gone since {_when(state.gone_at)} (HTTP 410)"
+    if state.next_fetch_at is not None and state.next_fetch_at > now:
+        return f"waiting until {_when(state.next_fetch_at)} after {state.failures} failure(s)"
+    return None
 
 
 async def _collect_one(
     settings: Settings,
     store: Store,
-    feed: FeedSettings,
     state: FeedState,
-    client: Client,
+    title: str | None,
+    fetcher: Fetcher,
     now: datetime,
     pool: Executor | None,
 ) -> FeedOutcome:
-    loop = asyncio.get_running_loop()
+    url = state.location
     try:
-        fetched = await _fetch(settings, feed, state, client)
+        fetched = await _fetch(settings, state, fetcher)
+        note = None
+        record = FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified)
+        if fetched.moved_to and fetched.moved_to != url:
+            record = _moved(record, fetched.moved_to, "moved")
+            note = (
+                f"feed {state.name} moved permanently (HTTP 301/308) to {fetched.moved_to}:"
+                " fetching it there from now on; update the config"
+            )
         if fetched.data is None:
-            store.record_fetch(state.id, now, error=None, keep_validators=True)
-            return FeedOutcome(feed.name, not_modified=True)
-        location = settings.feed_location(feed)
-        parsed = await loop.run_in_executor(
-            pool, parse_feed, fetched.data, location, fetched.content_type
+            store.save_collected(state.id, now, replace(record, keep_validators=True))
+            return FeedOutcome(state.name, not_modified=True, note=note, url=url)
+        if looks_like_html(fetched.data, fetched.content_type):
+            fetched, found = await _discover(state, fetcher, fetched)
+            record = _moved(
+                FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified),
+                found,
+                "discovered",
+            )
+            note = (
+                f"feed {state.name}: {url} is a web page; using the feed it announces,"
+                f" {found} (put that URL in the config)"
+            )
+        assert fetched.data is not None
+        body_hash = hashlib.sha256(fetched.data).hexdigest()
+        record = replace(record, body_hash=body_hash)
+        if body_hash == state.body_hash and record.fetch_url is None:
+            # The server ignored our validators but sent the same bytes: nothing to parse.
+            store.save_collected(state.id, now, record)
+            return FeedOutcome(state.name, not_modified=True, note=note, url=url)
+        parsed: ParsedFeed = await asyncio.get_running_loop().run_in_executor(
+            pool, parse_feed, fetched.data, fetched.url or url, fetched.content_type
         )
     except FeedError as exc:
-        store.record_fetch(state.id, now, error=str(exc))
-        return FeedOutcome(feed.name, error=f"{settings.feed_location(feed)}: {exc}")
-    wanted = {e.key: summary_key(content_hash(e.content)) for e in parsed.entries}
-    stale = store.stale_summaries(state.id, wanted)
-    summaries = (
-        await loop.run_in_executor(pool, _summaries, parsed.entries, stale, wanted) if stale else {}
-    )
-    new = store.add_entries(state.id, parsed.entries, now, summaries)
-    store.record_fetch(
+        return _failed(settings, store, state, now, exc)
+    record = replace(record, title=title or parsed.title or state.name)
+    new = store.save_collected(state.id, now, record, parsed.entries)
+    return FeedOutcome(state.name, new=new, note=note, url=url)
+
+
+async def _fetch(settings: Settings, state: FeedState, fetcher: Fetcher) -> FetchResult:
+    if not state.location.startswith(("http://", "https://")):
+        return await asyncio.to_thread(read_file, state.location, settings.collect.max_bytes)
+    return await fetcher.get(state.location, etag=state.etag, last_modified=state.last_modified)
+
+
+async def _discover(
+    state: FeedState, fetcher: Fetcher, page: FetchResult
+) -> tuple[FetchResult, str]:
+    """The feed a web page announces, fetched; FeedError if it announces none that answers."""
+    assert page.data is not None
+    links = feed_links(page.data, page.url or state.location)
+    if not links:
+        raise FeedError(
+            "not a feed: an HTML page that announces no RSS/Atom feed"
+            ' (no <link rel="alternate" type="application/rss+xml">)',
+            kind="not-a-feed",
+        )
+    found = await fetcher.get(links[0], etag=None, last_modified=None)
+    if found.data is None or looks_like_html(found.data, found.content_type):
+        raise FeedError(
+            f"not a feed: an HTML page whose announced feed {links[0]} is not a feed either",
+            kind="not-a-feed",
+        )
+    return found, found.moved_to or links[0]
+
+
+def _failed(
+    settings: Settings, store: Store, state: FeedState, now: datetime, exc: FeedError
+) -> FeedOutcome:
+    failures = state.failures + 1
+    since = state.failing_since or now
+    options = settings.collect
+    gone = isinstance(exc, FeedGone)
+    if gone:
+        next_attempt = None
+    elif exc.retry_after is not None:
+        next_attempt = now + timedelta(seconds=exc.retry_after)
+    else:
+        delay = min(options.retry_base_minutes * 2 ** (failures - 1), options.retry_max_hours * 60)
+        next_attempt = now + timedelta(minutes=delay)
+    store.save_collected(
         state.id,
         now,
-        error=None,
-        etag=fetched.etag,
-        last_modified=fetched.last_modified,
-        title=feed.title or parsed.title or feed.name,
+        FetchRecord(error=str(exc), error_kind=exc.kind, gone=gone, next_fetch_at=next_attempt),
     )
-    return FeedOutcome(feed.name, new=new)
-
-
-def _summaries(
-    entries: Sequence[ParsedEntry], stale: set[str], wanted: Mapping[str, str]
-) -> dict[str, tuple[str, str, int]]:
-    """Each new or changed post is summarized once, when it arrives."""
-    return {
-        e.key: (summarize(e.title, e.content), wanted[e.key], reading_minutes(e.content))
-        for e in entries
-        if e.key in stale
-    }
-
-
-async def _fetch(
-    settings: Settings, feed: FeedSettings, state: FeedState, client: Client
-) -> FetchResult:
-    location = settings.feed_location(feed)
-    if feed.is_local or feed.url.startswith("file://"):
-        return await asyncio.to_thread(read_file, location, settings.collect.max_bytes)
-    return await fetch_url(
-        client,
-        location,
-        etag=state.etag,
-        last_modified=state.last_modified,
-        timeout=settings.collect.timeout,
-        max_bytes=settings.collect.max_bytes,
+    persistent = failures >= BROKEN_AFTER_ATTEMPTS and now - since >= timedelta(
+        hours=options.broken_after_hours
     )
+    return FeedOutcome(
+        state.name,
+        error=str(exc),
+        kind=exc.kind,
+        url=state.location,
+        failures=failures,
+        failing_since=since,
+        persistent=persistent,
+        next_attempt=next_attempt,
+    )
+
+
+def _moved(record: FetchRecord, url: str, reason: str) -> FetchRecord:
+    return replace(record, fetch_url=url, fetch_url_reason=reason)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "?"

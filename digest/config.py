@@ -135,8 +135,28 @@ class CollectSettings(_Section):
     timeout: float = Field(
         default=30.0, gt=0, description="whole-request deadline per feed, seconds"
     )
-    max_bytes: int = Field(default=10_000_000, gt=0)
-    concurrency: int = Field(default=16, ge=1, le=256)
+    max_bytes: int = Field(
+        default=10_000_000, gt=0, description="cap on a feed's decoded size, bytes"
+    )
+    concurrency: int = Field(default=32, ge=1, le=512, description="feeds fetched at once")
+    per_host: int = Field(
+        default=4, ge=1, le=512, description="requests to one host at once (politeness)"
+    )
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    block_private_addresses: bool = Field(
+        default=False,
+        description="refuse feeds (and redirects) that lead to private, loopback or link-local"
+        " addresses, checked on the address connected to",
+    )
+    retry_base_minutes: float = Field(
+        default=15.0, gt=0, description="a failing feed waits this long, doubling per failure"
+    )
+    retry_max_hours: float = Field(default=24.0, gt=0, description="the longest such wait")
+    broken_after_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="a feed failing this long (and 3+ times) is reported as persistently broken",
+    )
     processes: int = Field(
         default=0, ge=0, le=64, description="worker processes for parsing; 0: one per core"
     )

@@ -20,7 +20,25 @@ class LockHeld(DigestError):
 
 
 class FeedError(DigestError):
-    """One feed could not be fetched or parsed."""
+    """One feed could not be fetched or parsed.
+
+    `kind` is the short reason a run's summary groups by (dns, connect, timeout, tls, http,
+    too-large, not-a-feed, xml, refused-address, file); `retry_after` is what a 429/503 asked
+    for, in seconds."""
+
+    def __init__(
+        self, message: str, *, kind: str = "error", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+class FeedGone(FeedError):
+    """The server said 410 Gone: the feed was removed on purpose; stop asking."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="gone")
 
 
 class StoreError(DigestError):

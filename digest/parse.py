@@ -82,6 +82,22 @@ def _text(entry: Any, key: str) -> str:
     return clean_line(value)
 
 
+def _unreadable(data: bytes, problem: object) -> FeedError:
+    start = data.lstrip(b"\xef\xbb\xbf \t\r\n")[:40]
+    if not start.startswith(b"<"):
+        shown = start.decode("utf-8", "replace") or "nothing"
+        return FeedError(
+            f"not a feed: the body is not XML (it starts {shown!r})", kind="not-a-feed"
+        )
+    if problem is None:
+        return FeedError("not a feed: no RSS or Atom elements found", kind="not-a-feed")
+    line = getattr(problem, "getLineNumber", None)
+    message = getattr(problem, "getMessage", None)
+    if callable(line) and callable(message):
+        return FeedError(f"XML error at line {line()}: {message()}", kind="xml")
+    return FeedError(f"not a feed: {problem}", kind="not-a-feed")
+
+
 def parse_feed(data: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
     """Parse fetched bytes. Raises FeedError when they hold no feed at all."""
     headers = {"content-location": url}
@@ -98,9 +114,9 @@ def parse_feed(data: bytes, url: str, content_type: str | None = None) -> Parsed
     )
     feed_info = parsed.get("feed") or {}
     entries = parsed.get("entries") or []
-    if not entries and (parsed.get("bozo") or not parsed.get("version")):
-        reason = parsed.get("bozo_exception") or "no RSS or Atom elements found"
-        raise FeedError(f"not a readable RSS/Atom feed ({reason})")
+    if not entries and not parsed.get("version"):
+        # Recognised as a feed (RSS, Atom, CDF) means readable, even if empty or with warnings.
+        raise _unreadable(data, parsed.get("bozo_exception"))
     base = safe_url(str(feed_info.get("link") or ""), url) or url
     out: list[ParsedEntry] = []
     for entry in entries:

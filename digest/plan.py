@@ -27,6 +27,7 @@ from digest.store import (
     Store,
     SubscriberRow,
 )
+from digest.summaries import summary_key
 
 # Ranking reads a post's opening (its first ~150 words); HTML around them is rarely longer.
 OPENING_CHARS = 12_000
@@ -202,11 +203,6 @@ def _items(selection: Selection) -> list[tuple[int, str, float, str, str]]:
 def _message_id(period: str, subscriber_id: int, domain: str) -> str:
     stamp = period.replace("-", "").replace(":", "").replace("T", ".")
     return f"<digest.{stamp}.{subscriber_id}.{secrets.token_hex(6)}@{domain}>"
-
-
-def summary_key(content_hash: str) -> str:
-    """What a cached summary is valid for: this content, this summarizer."""
-    return f"{content_hash}:{summarize.SUMMARIZER_VERSION}"
 
 
 def _with_summaries(

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from digest.collect import FeedOutcome, collect
+from digest.collect import FeedOutcome, Progress, collect
 from digest.config import Settings
 from digest.deliver import DeliveryOutcome, DeliveryReport, deliver
 from digest.mailer import Mailer
 from digest.plan import write_due_digests
 from digest.store import FeedState, Store, SubscriberRow
+from digest.summaries import summarize_pending
 
 
 @dataclass(slots=True)
@@ -27,7 +28,7 @@ class RunReport:
 
     @property
     def problems(self) -> list[str]:
-        out = [f"feed {f.name}: {f.error}" for f in self.feeds if f.error]
+        out = [line for f in self.feeds if (line := f.problem())]
         out += [
             f"digest for {d.email} ({d.period}): {d.error}"
             + (" (will retry)" if d.temporary else "")
@@ -47,17 +48,25 @@ class RunReport:
         return out
 
     @property
+    def notes(self) -> list[str]:
+        """Things the operator should act on although nothing failed (a feed moved)."""
+        return [f.note for f in self.feeds if f.note]
+
+    @property
     def exit_code(self) -> int:
         return 1 if self.problems else 0
 
     def summary_line(self) -> str:
-        fetched = sum(1 for f in self.feeds if not f.error)
+        fetched = sum(1 for f in self.feeds if f.fetched)
+        unchanged = sum(1 for f in self.feeds if f.not_modified)
+        skipped = sum(1 for f in self.feeds if f.skipped)
         sent = sum(1 for d in self.deliveries if not d.error)
         failed = sum(1 for d in self.deliveries if d.error) + sum(1 for f in self.feeds if f.error)
         new = sum(f.new for f in self.feeds)
         return (
-            f"feeds fetched {fetched}/{len(self.feeds)}, new entries {new},"
-            f" digests created {self.created}, sent {sent}, failures {failed}"
+            f"feeds fetched {fetched}/{len(self.feeds)} ({unchanged} unchanged, {skipped} skipped),"
+            f" new entries {new}, digests created {self.created}, sent {sent},"
+            f" failures {failed}"
         )
 
 
@@ -71,6 +80,7 @@ async def run(
     *,
     mailer_factory: Callable[[], Mailer] | None = None,
     store: Store | None = None,
+    progress: Progress | None = None,
 ) -> RunReport:
     """The whole job of `digest run`. Raises LockHeld if another run holds the store."""
     own_store = store is None
@@ -82,7 +92,7 @@ async def run(
             store.requeue_interrupted(now)
             feed_rows = _sync_feeds(settings, store)
             subscriber_rows = _sync_subscribers(settings, store, now)
-            report.feeds = await collect(settings, store, feed_rows, now)
+            report.feeds = await collect(settings, store, feed_rows, now, progress)
             await _write_and_deliver(
                 settings, store, feed_rows, subscriber_rows, now, mailer_factory, report
             )
@@ -92,12 +102,14 @@ async def run(
             store.close()
 
 
-async def collect_only(settings: Settings, now: datetime) -> RunReport:
+async def collect_only(
+    settings: Settings, now: datetime, progress: Progress | None = None
+) -> RunReport:
     """The whole job of `digest collect`: collect, write and send nothing."""
     store = open_store(settings)
     try:
         store.migrate()
-        return await collect_step(settings, store, now)
+        return await collect_step(settings, store, now, progress=progress)
     finally:
         store.close()
 
@@ -114,12 +126,23 @@ def sync_step(settings: Settings, store: Store, now: datetime) -> None:
         _sync_subscribers(settings, store, now)
 
 
-async def collect_step(settings: Settings, store: Store, now: datetime) -> RunReport:
+async def collect_step(
+    settings: Settings,
+    store: Store,
+    now: datetime,
+    *,
+    summaries: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Collect; with `summaries`, also summarize what arrived (the daemon does it here, off the
+    path of a digest that is due)."""
     with store.locked():
         report = RunReport()
         feed_rows = _sync_feeds(settings, store)
         _sync_subscribers(settings, store, now)
-        report.feeds = await collect(settings, store, feed_rows, now)
+        report.feeds = await collect(settings, store, feed_rows, now, progress)
+        if summaries:
+            await summarize_pending(store, now, settings.collect.processes)
         return report
 
 
@@ -160,5 +183,6 @@ async def _write_and_deliver(
     mailer_factory: Callable[[], Mailer] | None,
     report: RunReport,
 ) -> None:
+    await summarize_pending(store, now, settings.collect.processes)
     report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
     report.delivery = await deliver(settings, store, now, mailer_factory)

@@ -7,6 +7,7 @@ import functools
 import html
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 import nh3
 
@@ -129,32 +130,27 @@ STORED_DROPPED_WITH_CONTENT = frozenset(
 def sanitize_stored(fragment: str, base: str = "") -> str:
     """Feed HTML as it is stored: nothing that can run, relative links resolved against
     `base` (an absolute http(s) URL) or dropped when there is none."""
-    relative: str | tuple[str, str] = (
-        ("rewrite_with_base", base) if base.startswith(("http://", "https://")) else "deny"
+    if base.startswith(("http://", "https://")):
+        try:
+            return _clean_stored(fragment, ("rewrite_with_base", base))
+        except ValueError:
+            pass  # a base that does not parse as a URL: keep the post, drop relative links
+    return _clean_stored(fragment, "deny")
+
+
+def _clean_stored(
+    fragment: str, relative: Literal["deny"] | tuple[Literal["rewrite_with_base"], str]
+) -> str:
+    return nh3.clean(
+        fragment,
+        tags=set(STORED_TAGS),
+        clean_content_tags=set(STORED_DROPPED_WITH_CONTENT),
+        attributes=STORED_ATTRIBUTES,
+        url_schemes=set(URL_SCHEMES),
+        strip_comments=True,
+        link_rel=None,
+        url_relative=relative,
     )
-    try:
-        return nh3.clean(
-            fragment,
-            tags=set(STORED_TAGS),
-            clean_content_tags=set(STORED_DROPPED_WITH_CONTENT),
-            attributes=STORED_ATTRIBUTES,
-            url_schemes=set(URL_SCHEMES),
-            strip_comments=True,
-            link_rel=None,
-            url_relative=relative,
-        )
-    except ValueError:
-        # A base that does not parse as a URL: keep the post, drop its relative links.
-        return nh3.clean(
-            fragment,
-            tags=set(STORED_TAGS),
-            clean_content_tags=set(STORED_DROPPED_WITH_CONTENT),
-            attributes=STORED_ATTRIBUTES,
-            url_schemes=set(URL_SCHEMES),
-            strip_comments=True,
-            link_rel=None,
-            url_relative="deny",
-        )
 
 
 def html_to_text(fragment: str) -> str:

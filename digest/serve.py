@@ -133,7 +133,9 @@ class Service:
 
     async def collect_once(self) -> RunReport | None:
         """Collect now. None if the step did not complete (lock held, error, stopping)."""
-        return await self._step("collect", lambda s, now: collect_step(s, self.store, now))
+        return await self._step(
+            "collect", lambda s, now: collect_step(s, self.store, now, summaries=True)
+        )
 
     async def send_once(self) -> RunReport | None:
         """Write the digests due now and deliver the outbox. None if the step did not complete."""

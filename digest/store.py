@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,9 +28,11 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
+    inspect,
     literal,
     select,
     text,
@@ -44,7 +46,7 @@ from sqlalchemy.types import TypeDecorator
 from digest.errors import LockHeld, StoreError
 from digest.models import ParsedEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _lock_key(schema: str) -> int:
@@ -91,6 +93,16 @@ feeds = Table(
     Column("last_ok_at", UTCDateTime),
     Column("last_error", Text),
     Column("failures", Integer, nullable=False, default=0),
+    # Schema 2: where the feed is fetched from when that is not the configured URL (after a
+    # permanent redirect or discovery) and why; 410 Gone; backoff; a body hash for servers
+    # that ignore conditional requests.
+    Column("fetch_url", Text),
+    Column("fetch_url_reason", String(32)),
+    Column("gone_at", UTCDateTime),
+    Column("next_fetch_at", UTCDateTime),
+    Column("failing_since", UTCDateTime),
+    Column("last_error_kind", String(32)),
+    Column("body_hash", String(64)),
 )
 
 entries = Table(
@@ -169,6 +181,36 @@ class FeedState:
     etag: str | None
     last_modified: str | None
     title: str
+    url: str = ""
+    fetch_url: str | None = None
+    fetch_url_reason: str | None = None
+    gone_at: datetime | None = None
+    next_fetch_at: datetime | None = None
+    failing_since: datetime | None = None
+    failures: int = 0
+    body_hash: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where to fetch: the configured URL unless the feed moved or was discovered."""
+        return self.fetch_url or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRecord:
+    """What one collect learned about a feed, to be stored."""
+
+    error: str | None = None
+    error_kind: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    keep_validators: bool = False
+    title: str | None = None
+    body_hash: str | None = None
+    fetch_url: str | None = None
+    fetch_url_reason: str | None = None
+    gone: bool = False
+    next_fetch_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +308,7 @@ class Store:
         """Create missing tables; record the schema version (future versions migrate here)."""
         try:
             metadata.create_all(self.engine)
+            self._add_missing_columns()
             with self.engine.begin() as conn:
                 current = conn.execute(
                     select(meta.c.value).where(meta.c.key == "schema_version")
@@ -278,8 +321,27 @@ class Store:
                     raise StoreError(
                         f"database schema {current} is newer than this digest ({SCHEMA_VERSION})"
                     )
+                elif int(current) < SCHEMA_VERSION:
+                    conn.execute(
+                        update(meta)
+                        .where(meta.c.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot prepare database {_redact(self.url)}: {exc}") from None
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a table was created, added in place (all are nullable)."""
+        found = inspect(self.engine)
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                have = {c["name"] for c in found.get_columns(table.name, schema=table.schema)}
+                for column in table.columns:
+                    if column.name not in have:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        conn.execute(
+                            text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                        )
 
     # ---- one run at a time --------------------------------------------------------------
 
@@ -331,7 +393,8 @@ class Store:
     # ---- feeds --------------------------------------------------------------------------
 
     def sync_feeds(self, wanted: Sequence[tuple[str, str]]) -> dict[str, FeedState]:
-        """Make sure a row exists for each (name, url); a changed URL forgets its validators."""
+        """Make sure a row exists for each (name, url). A changed URL is a new start: validators,
+        a moved or discovered location, 'gone' and backoff are forgotten."""
         with self.engine.begin() as conn:
             rows = {r.name: r for r in conn.execute(select(feeds))}
             for name, url in wanted:
@@ -342,120 +405,63 @@ class Store:
                     conn.execute(
                         update(feeds)
                         .where(feeds.c.id == row.id)
-                        .values(url=url, etag=None, last_modified=None)
+                        .values(
+                            url=url,
+                            etag=None,
+                            last_modified=None,
+                            fetch_url=None,
+                            fetch_url_reason=None,
+                            gone_at=None,
+                            next_fetch_at=None,
+                            failing_since=None,
+                            failures=0,
+                            body_hash=None,
+                        )
                     )
             names = [name for name, _ in wanted]
             return {
-                r.name: FeedState(r.id, r.name, r.etag, r.last_modified, r.title)
+                r.name: _feed_state(r)
                 for r in conn.execute(select(feeds).where(feeds.c.name.in_(names)))
             }
 
-    def record_fetch(
-        self,
-        feed_id: int,
-        now: datetime,
-        *,
-        error: str | None,
-        etag: str | None = None,
-        last_modified: str | None = None,
-        title: str | None = None,
-        keep_validators: bool = False,
-    ) -> None:
-        values: dict[str, Any] = {"last_fetch_at": now, "last_error": error}
-        if error is None:
-            values |= {"last_ok_at": now, "failures": 0}
-            if not keep_validators:
-                values |= {"etag": etag, "last_modified": last_modified}
-            if title:
-                values["title"] = title
-        else:
-            values["failures"] = feeds.c.failures + 1
+    def add_entries(self, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime) -> int:
+        """Store entries not seen before (first_seen = now); refresh changed ones. Returns how
+        many entries were new."""
         with self.engine.begin() as conn:
-            conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
+            return _add_entries(conn, self.dialect, feed_id, parsed, now)
 
-    def stale_summaries(self, feed_id: int, wanted: Mapping[str, str]) -> set[str]:
-        """Keys (of entry key -> summary key) not stored with that summary: new entries,
-        changed content, or a summarizer version bump."""
-        if not wanted:
-            return set()
-        with self.engine.connect() as conn:
-            current = {
-                r.key: r.summary_key
-                for r in conn.execute(
-                    select(entries.c.key, entries.c.summary_key)
-                    .where(entries.c.feed_id == feed_id)
-                    .where(entries.c.key.in_(list(wanted)))
-                )
-            }
-        return {key for key, summary_key in wanted.items() if current.get(key) != summary_key}
-
-    def add_entries(
+    def save_collected(
         self,
         feed_id: int,
-        parsed: Sequence[ParsedEntry],
         now: datetime,
-        summaries: Mapping[str, tuple[str, str, int]] | None = None,
+        record: FetchRecord,
+        parsed: Sequence[ParsedEntry] = (),
     ) -> int:
-        """Store entries not seen before (first_seen = now); refresh changed ones.
-        `summaries` maps entry keys to (summary, summary_key, reading_minutes) to store with
-        them. Returns how many entries were new."""
-        if not parsed:
-            return 0
-        unique = {p.key: p for p in parsed}
-        summaries = summaries or {}
-
-        def summary_values(key: str) -> dict[str, Any]:
-            if key not in summaries:
-                return {}
-            text_, summary_key, minutes = summaries[key]
-            return {"summary": text_, "summary_key": summary_key, "reading_minutes": minutes}
-
+        """One feed's collect in one transaction: its entries and what the fetch learned.
+        Returns how many entries were new."""
         with self.engine.begin() as conn:
-            existing = {
-                r.key: r
-                for r in conn.execute(
-                    select(entries.c.id, entries.c.key, entries.c.content_hash, entries.c.title)
-                    .where(entries.c.feed_id == feed_id)
-                    .where(entries.c.key.in_(list(unique)))
-                )
-            }
-            fresh = []
-            for key, p in unique.items():
-                digest_of = content_hash(p.content)
-                row = existing.get(key)
-                if row is None:
-                    fresh.append(
-                        {
-                            "feed_id": feed_id,
-                            "key": key,
-                            "url": p.url,
-                            "title": p.title,
-                            "author": p.author,
-                            "published": p.published,
-                            "content": p.content,
-                            "content_hash": digest_of,
-                            "first_seen": now,
-                            "summary": None,
-                            "summary_key": None,
-                            "reading_minutes": 0,
-                        }
-                        | summary_values(key)
-                    )
-                elif row.content_hash != digest_of or row.title != p.title or key in summaries:
-                    conn.execute(
-                        update(entries)
-                        .where(entries.c.id == row.id)
-                        .values(
-                            title=p.title,
-                            content=p.content,
-                            content_hash=digest_of,
-                            url=p.url,
-                            **summary_values(key),
-                        )
-                    )
-            if fresh:
-                conn.execute(_insert_ignore(self.dialect, entries, ("feed_id", "key")), fresh)
-        return len(fresh)
+            new = _add_entries(conn, self.dialect, feed_id, parsed, now) if parsed else 0
+            conn.execute(
+                update(feeds).where(feeds.c.id == feed_id).values(**_fetch_values(now, record))
+            )
+        return new
+
+    def unsummarized(
+        self, since: datetime, version: str, after_id: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str, str, str]]:
+        """(id, title, content, content_hash) of entries first seen after `since` with no summary
+        from this summarizer `version` for their current content; a page of them by id."""
+        current = entries.c.content_hash + literal(":" + version)
+        query = (
+            select(entries.c.id, entries.c.title, entries.c.content, entries.c.content_hash)
+            .where(entries.c.first_seen > since)
+            .where((entries.c.summary_key.is_(None)) | (entries.c.summary_key != current))
+            .where(entries.c.id > after_id)
+            .order_by(entries.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, r.title, r.content, r.content_hash) for r in conn.execute(query)]
 
     # ---- subscribers --------------------------------------------------------------------
 
@@ -545,13 +551,21 @@ class Store:
         """(entry_id, summary, summary_key, reading_minutes) for each entry."""
         if not values:
             return
+        statement = (
+            update(entries)
+            .where(entries.c.id == bindparam("b_id"))
+            .values(
+                summary=bindparam("b_summary"),
+                summary_key=bindparam("b_key"),
+                reading_minutes=bindparam("b_minutes"),
+            )
+        )
+        rows = [
+            {"b_id": entry_id, "b_summary": summary, "b_key": key, "b_minutes": minutes}
+            for entry_id, summary, key, minutes in values
+        ]
         with self.engine.begin() as conn:
-            for entry_id, summary, key, minutes in values:
-                conn.execute(
-                    update(entries)
-                    .where(entries.c.id == entry_id)
-                    .values(summary=summary, summary_key=key, reading_minutes=minutes)
-                )
+            conn.execute(statement, rows)
 
     def create_digest(self, new: NewDigest) -> int | None:
         """Write a digest and its entries in one transaction.
@@ -879,6 +893,100 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {r.email: (r.period, r.sent_at) for r in conn.execute(query)}
+
+
+def _fetch_values(now: datetime, record: FetchRecord) -> dict[str, Any]:
+    values: dict[str, Any] = {"last_fetch_at": now, "last_error": record.error}
+    if record.fetch_url:
+        values |= {"fetch_url": record.fetch_url, "fetch_url_reason": record.fetch_url_reason}
+    if record.gone:
+        values["gone_at"] = now
+    if record.error is None:
+        values |= {
+            "last_ok_at": now,
+            "failures": 0,
+            "failing_since": None,
+            "last_error_kind": None,
+            "next_fetch_at": None,
+        }
+        if not record.keep_validators:
+            values |= {"etag": record.etag, "last_modified": record.last_modified}
+        if record.body_hash:
+            values["body_hash"] = record.body_hash
+        if record.title:
+            values["title"] = record.title
+    else:
+        values |= {
+            "failures": feeds.c.failures + 1,
+            "failing_since": func.coalesce(feeds.c.failing_since, now),
+            "last_error_kind": record.error_kind,
+            "next_fetch_at": record.next_fetch_at,
+        }
+    return values
+
+
+def _add_entries(
+    conn: Connection, dialect: str, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime
+) -> int:
+    unique = {p.key: p for p in parsed}
+    if not unique:
+        return 0
+    existing = {
+        r.key: r
+        for r in conn.execute(
+            select(entries.c.id, entries.c.key, entries.c.content_hash, entries.c.title)
+            .where(entries.c.feed_id == feed_id)
+            .where(entries.c.key.in_(list(unique)))
+        )
+    }
+    fresh = []
+    for key, p in unique.items():
+        digest_of = content_hash(p.content)
+        row = existing.get(key)
+        if row is None:
+            fresh.append(
+                {
+                    "feed_id": feed_id,
+                    "key": key,
+                    "url": p.url,
+                    "title": p.title,
+                    "author": p.author,
+                    "published": p.published,
+                    "content": p.content,
+                    "content_hash": digest_of,
+                    "first_seen": now,
+                    "summary": None,
+                    "summary_key": None,
+                    "reading_minutes": 0,
+                }
+            )
+        elif row.content_hash != digest_of or row.title != p.title:
+            conn.execute(
+                update(entries)
+                .where(entries.c.id == row.id)
+                .values(title=p.title, content=p.content, content_hash=digest_of, url=p.url)
+            )
+    if fresh:
+        conn.execute(_insert_ignore(dialect, entries, ("feed_id", "key")), fresh)
+    return len(fresh)
+
+
+def _feed_state(r: Any) -> FeedState:
+    return FeedState(
+        id=r.id,
+        name=r.name,
+        etag=r.etag,
+        last_modified=r.last_modified,
+        title=r.title,
+        url=r.url,
+        fetch_url=r.fetch_url,
+        fetch_url_reason=r.fetch_url_reason,
+        gone_at=r.gone_at,
+        next_fetch_at=r.next_fetch_at,
+        failing_since=r.failing_since,
+        failures=int(r.failures or 0),
+        body_hash=r.body_hash,
+    )
 
 
 def _digest_select() -> Any:

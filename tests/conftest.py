@@ -53,6 +53,11 @@ class FeedServer:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
     conditional_hits: dict[str, int] = field(default_factory=dict)
+    # path -> answers given in turn (the last one repeats): (status, headers, body). Checked
+    # before `routes`, for redirects, errors and servers that change their mind.
+    scripted: dict[str, list[tuple[int, dict[str, str], bytes]]] = field(default_factory=dict)
+    # (path, request headers) of every request, in order.
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     port: int = 0
 
     def url(self, path: str) -> str:
@@ -74,6 +79,17 @@ def feed_server() -> Iterator[FeedServer]:
         def do_GET(self) -> None:
             path = self.path
             state.hits[path] = state.hits.get(path, 0) + 1
+            state.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
+            script = state.scripted.get(path)
+            if script:
+                status, headers, payload = script.pop(0) if len(script) > 1 else script[0]
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
             body = state.routes.get(path)
             if body is None:
                 self.send_response(404)

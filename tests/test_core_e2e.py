@@ -205,8 +205,9 @@ def test_broken_feed_is_named_the_rest_goes_on_and_exit_is_1(
     )
     assert digest_run(config, "2026-06-04T06:00:00+00:00") == 1
     err = capsys.readouterr().err.splitlines()
-    assert any(line.startswith("digest: feed broken:") for line in err)
-    assert any("feed missing:" in line and "404" in line for line in err)
+    # Each failing feed is named with its URL and why.
+    assert any(line.startswith("digest: feed broken (http://127.0.0.1") for line in err)
+    assert any("feed missing (" in line and "HTTP 404" in line for line in err)
     assert digest_run(config, "2026-06-04T07:05:00+00:00") == 1
     (message,) = smtp_server.inbox.to(ADA)
     assert post_links(message) == set(fixture_links("feed-1.xml"))

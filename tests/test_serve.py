@@ -335,7 +335,8 @@ def test_run_with_json_logs_ends_with_one_summary_object(
     )
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [e["event"] for e in lines if e.get("summary")] == ["run"]
-    assert lines[-1]["msg"].startswith("run done: feeds fetched 1/1, new entries 10")
+    assert lines[-1]["msg"].startswith("run done: feeds fetched 1/1 (0 unchanged, 0 skipped),")
+    assert "new entries 10," in lines[-1]["msg"]
 
 
 # ---- the daemon, for real ------------------------------------------------------------------------

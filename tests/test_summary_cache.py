@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import digest.collect
 import digest.plan
+import digest.summaries
 from digest.cli import main
 from tests.conftest import LESSWRONG, FeedServer, write_config
 
@@ -17,13 +17,13 @@ def test_each_post_is_summarized_once_until_its_content_changes(
     tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = digest.collect.summarize
+    real = digest.summaries.summarize
 
     def counting(title: str, content: str) -> str:
         calls.append(title)
         return real(title, content)
 
-    monkeypatch.setattr(digest.collect, "summarize", counting)
+    monkeypatch.setattr(digest.summaries, "summarize", counting)
     monkeypatch.setattr(digest.plan.summarize, "summarize", counting)
     feed = LESSWRONG / "feed-1.xml"
     config = write_config(

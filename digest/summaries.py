@@ -1,0 +1,62 @@
+"""Summaries of stored posts, made once per post (and per summarizer version) before digests
+are planned. Summarizing is pure Python and CPU-bound: a large batch goes to one worker process
+per core. Collecting stays fetch, parse and store; this is the first step of planning."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta
+
+from digest.store import Store
+from digest.summarize import SUMMARIZER_VERSION, reading_minutes, summarize
+
+# Posts first seen longer ago than this are past any digest window; an older post that still
+# reaches a digest (carried over) is summarized when it is planned.
+HORIZON = timedelta(days=45)
+PAGE = 2000
+# Below this many posts, starting worker processes costs more than it saves.
+POOL_MIN = 200
+
+
+def summary_key(content_hash: str) -> str:
+    """What a cached summary is valid for: this content, this summarizer."""
+    return f"{content_hash}:{SUMMARIZER_VERSION}"
+
+
+async def summarize_pending(store: Store, now: datetime, processes: int = 0) -> int:
+    """Summarize every recent post that has no summary for its current content. Returns how
+    many were made. The event loop stays free while workers summarize."""
+    made = 0
+    workers = processes or os.cpu_count() or 1
+    pool: ProcessPoolExecutor | None = None
+    try:
+        after = 0
+        while page := store.unsummarized(now - HORIZON, SUMMARIZER_VERSION, after, PAGE):
+            after = page[-1][0]
+            if pool is None and workers > 1 and len(page) >= POOL_MIN:
+                pool = ProcessPoolExecutor(workers)
+            if pool is None:
+                done = _summarize_batch(page)
+            else:
+                loop = asyncio.get_running_loop()
+                chunks = [page[i : i + 50] for i in range(0, len(page), 50)]
+                batches = [loop.run_in_executor(pool, _summarize_batch, c) for c in chunks]
+                done = [row for rows in await asyncio.gather(*batches) for row in rows]
+            store.save_summaries(done)
+            made += len(done)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return made
+
+
+def _summarize_batch(
+    rows: Sequence[tuple[int, str, str, str]],
+) -> list[tuple[int, str, str, int]]:
+    return [
+        (entry_id, summarize(title, content), summary_key(digest), reading_minutes(content))
+        for entry_id, title, content, digest in rows
+    ]
