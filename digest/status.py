@@ -28,6 +28,11 @@ class FeedStatus:
     last_ok_at: datetime | None
     last_error: str | None
     failures: int  # in a row; 0 after a good fetch
+    failing_since: datetime | None = None
+    next_fetch_at: datetime | None = None
+    gone_at: datetime | None = None
+    fetch_url: str | None = None  # where it is fetched from, when not the configured URL
+    fetch_url_reason: str | None = None  # moved (301/308) or discovered (from a web page)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,11 @@ class Status:
                     "last_ok_at": _iso(f.last_ok_at),
                     "last_error": f.last_error,
                     "failures": f.failures,
+                    "failing_since": _iso(f.failing_since),
+                    "next_fetch_at": _iso(f.next_fetch_at),
+                    "gone_at": _iso(f.gone_at),
+                    "fetched_from": f.fetch_url,
+                    "fetched_from_because": f.fetch_url_reason,
                 }
                 for f in self.feeds
             ],
@@ -192,10 +202,24 @@ def render_status(status: Status) -> list[str]:
         + f"; {len(status.failing_feeds)} of {len(status.feeds)} feeds failing"
     )
     for f in status.failing_feeds:
+        if f.gone_at is not None:
+            lines.append(
+                f"  feed {f.name}: gone since {_utc(f.gone_at)} ({f.last_error});"
+                " no longer fetched: remove it from the config"
+            )
+            continue
+        since = f" since {_utc(f.failing_since)}" if f.failing_since else ""
+        retry = f"; next try {_utc(f.next_fetch_at)}" if f.next_fetch_at else ""
         lines.append(
-            f"  feed {f.name}: {f.last_error} ({f.failures} failure(s) in a row;"
-            f" last good fetch {_utc(f.last_ok_at) if f.last_ok_at else 'never'})"
+            f"  feed {f.name}: {f.last_error} ({f.failures} failure(s) in a row{since};"
+            f" last good fetch {_utc(f.last_ok_at) if f.last_ok_at else 'never'}{retry})"
         )
+    for f in status.feeds:
+        if f.fetch_url and f.gone_at is None:
+            why = "it moved permanently" if f.fetch_url_reason == "moved" else "found on the page"
+            lines.append(
+                f"  feed {f.name}: fetched from {f.fetch_url} ({why}); update its url in the config"
+            )
     last_sent = status.last_sent_at
     lines.append(
         "last digest sent: "

@@ -769,10 +769,9 @@ class Store:
     # running `digest serve`), and for when the daemon should next look at the outbox. Rows are
     # plain tuples so this block needs no new types; digest.status names their fields.
 
-    def feed_fetch_states(
-        self,
-    ) -> list[tuple[str, str, datetime | None, datetime | None, str | None, int]]:
-        """(name, url, last_fetch_at, last_ok_at, last_error, failures) of every known feed."""
+    def feed_fetch_states(self) -> list[tuple[Any, ...]]:
+        """(name, url, last_fetch_at, last_ok_at, last_error, failures, failing_since,
+        next_fetch_at, gone_at, fetch_url, fetch_url_reason) of every known feed."""
         query = select(
             feeds.c.name,
             feeds.c.url,
@@ -780,12 +779,14 @@ class Store:
             feeds.c.last_ok_at,
             feeds.c.last_error,
             feeds.c.failures,
+            feeds.c.failing_since,
+            feeds.c.next_fetch_at,
+            feeds.c.gone_at,
+            feeds.c.fetch_url,
+            feeds.c.fetch_url_reason,
         ).order_by(feeds.c.name)
         with self.engine.connect() as conn:
-            return [
-                (r.name, r.url, r.last_fetch_at, r.last_ok_at, r.last_error, int(r.failures))
-                for r in conn.execute(query)
-            ]
+            return [(*r[:5], int(r.failures), *r[6:]) for r in conn.execute(query)]
 
     def last_sent_at(self) -> datetime | None:
         with self.engine.connect() as conn:

@@ -240,6 +240,7 @@ def write_config(
     smtp_port: int | None = None,
     folder: str | None = None,
     extra: str = "",
+    collect: str = "",
 ) -> Path:
     lines = [
         "[digest]",
@@ -254,7 +255,7 @@ def write_config(
     if folder:
         lines.append(f'folder = "{folder}"')
     lines += ["[smtp]", 'host = "127.0.0.1"', f"port = {smtp_port or 25}", 'security = "none"']
-    lines += ["[collect]", "timeout = 10"]
+    lines += ["[collect]", "timeout = 10", collect]
     for name, url in feeds:
         lines += ["[[feeds]]", f'name = "{name}"', f'url = "{url}"']
     for sub in subscribers:
