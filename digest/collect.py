@@ -18,7 +18,7 @@ from digest.config import FeedSettings, Settings
 from digest.discover import feed_links, looks_like_html
 from digest.errors import FeedError, FeedGone
 from digest.fetch import Fetcher, FetchResult, read_file
-from digest.models import ParsedFeed
+from digest.models import ParsedEntry, ParsedFeed
 from digest.parse import parse_feed
 from digest.store import FeedState, FetchRecord, Store
 
@@ -98,6 +98,7 @@ async def collect(
             max_redirects=options.max_redirects,
             block_private=options.block_private_addresses,
         ) as fetcher:
+            writer = _BatchWriter(store, now)
 
             async def one(feed: FeedSettings) -> None:
                 state = feed_rows[feed.name]
@@ -109,7 +110,7 @@ async def collect(
                     # `concurrency` feeds' bytes and parsed entries are in memory at once.
                     async with limit:
                         outcome = await _collect_one(
-                            settings, store, state, feed.title, fetcher, now, pool
+                            settings, writer, state, feed.title, fetcher, now, pool
                         )
                 outcomes[feed.name] = outcome
                 if progress is not None:
@@ -140,9 +141,48 @@ def _skip_reason(state: FeedState, now: datetime) -> str | None:
     return None
 
 
+class _BatchWriter:
+    """Saves collected feeds a batch at a time: one transaction for up to `size` feeds, or for
+    whatever finished within `delay` seconds. A commit per feed costs more than parsing a
+    small feed; a batch keeps each feed's entries and state together all the same."""
+
+    def __init__(self, store: Store, now: datetime, size: int = 32, delay: float = 0.05) -> None:
+        self._store, self._now, self._size, self._delay = store, now, size, delay
+        self._batch: list[tuple[int, FetchRecord, Sequence[ParsedEntry], asyncio.Future[int]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def save(
+        self, feed_id: int, record: FetchRecord, entries: Sequence[ParsedEntry] = ()
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int] = loop.create_future()
+        self._batch.append((feed_id, record, entries, done))
+        if len(self._batch) >= self._size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._delay, self._flush)
+        return await done
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            counts = self._store.save_collected(self._now, [(f, r, e) for f, r, e, _ in batch])
+        except Exception as exc:
+            for *_, done in batch:
+                done.set_exception(exc)
+            return
+        for (*_, done), count in zip(batch, counts, strict=True):
+            done.set_result(count)
+
+
 async def _collect_one(
     settings: Settings,
-    store: Store,
+    store: _BatchWriter,
     state: FeedState,
     title: str | None,
     fetcher: Fetcher,
@@ -161,7 +201,7 @@ async def _collect_one(
                 " fetching it there from now on; update the config"
             )
         if fetched.data is None:
-            store.save_collected(state.id, now, replace(record, keep_validators=True))
+            await store.save(state.id, replace(record, keep_validators=True))
             return FeedOutcome(state.name, not_modified=True, note=note, url=url)
         if looks_like_html(fetched.data, fetched.content_type):
             fetched, found = await _discover(state, fetcher, fetched)
@@ -179,15 +219,15 @@ async def _collect_one(
         record = replace(record, body_hash=body_hash)
         if body_hash == state.body_hash and record.fetch_url is None:
             # The server ignored our validators but sent the same bytes: nothing to parse.
-            store.save_collected(state.id, now, record)
+            await store.save(state.id, record)
             return FeedOutcome(state.name, not_modified=True, note=note, url=url)
         parsed: ParsedFeed = await asyncio.get_running_loop().run_in_executor(
             pool, parse_feed, fetched.data, fetched.url or url, fetched.content_type
         )
     except FeedError as exc:
-        return _failed(settings, store, state, now, exc)
+        return await _failed(settings, store, state, now, exc)
     record = replace(record, title=title or parsed.title or state.name)
-    new = store.save_collected(state.id, now, record, parsed.entries)
+    new = await store.save(state.id, record, parsed.entries)
     return FeedOutcome(state.name, new=new, note=note, url=url)
 
 
@@ -218,8 +258,8 @@ async def _discover(
     return found, found.moved_to or links[0]
 
 
-def _failed(
-    settings: Settings, store: Store, state: FeedState, now: datetime, exc: FeedError
+async def _failed(
+    settings: Settings, store: _BatchWriter, state: FeedState, now: datetime, exc: FeedError
 ) -> FeedOutcome:
     failures = state.failures + 1
     since = state.failing_since or now
@@ -232,9 +272,8 @@ def _failed(
     else:
         delay = min(options.retry_base_minutes * 2 ** (failures - 1), options.retry_max_hours * 60)
         next_attempt = now + timedelta(minutes=delay)
-    store.save_collected(
+    await store.save(
         state.id,
-        now,
         FetchRecord(error=str(exc), error_kind=exc.kind, gone=gone, next_fetch_at=next_attempt),
     )
     persistent = failures >= BROKEN_AFTER_ATTEMPTS and now - since >= timedelta(

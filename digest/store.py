@@ -431,20 +431,20 @@ class Store:
             return _add_entries(conn, self.dialect, feed_id, parsed, now)
 
     def save_collected(
-        self,
-        feed_id: int,
-        now: datetime,
-        record: FetchRecord,
-        parsed: Sequence[ParsedEntry] = (),
-    ) -> int:
-        """One feed's collect in one transaction: its entries and what the fetch learned.
-        Returns how many entries were new."""
+        self, now: datetime, collected: Sequence[tuple[int, FetchRecord, Sequence[ParsedEntry]]]
+    ) -> list[int]:
+        """Feeds' collects in one transaction: for each (feed id, what the fetch learned, its
+        entries), the entries and the feed's state together, so a crash never keeps entries
+        without the validators that would fetch them again, or the reverse. Returns how many
+        entries were new, per feed."""
         with self.engine.begin() as conn:
-            new = _add_entries(conn, self.dialect, feed_id, parsed, now) if parsed else 0
-            conn.execute(
-                update(feeds).where(feeds.c.id == feed_id).values(**_fetch_values(now, record))
-            )
-        return new
+            counts = []
+            for feed_id, record, parsed in collected:
+                counts.append(_add_entries(conn, self.dialect, feed_id, parsed, now))
+                conn.execute(
+                    update(feeds).where(feeds.c.id == feed_id).values(**_fetch_values(now, record))
+                )
+        return counts
 
     def unsummarized(
         self, since: datetime, version: str, after_id: int = 0, limit: int = 1000
