@@ -28,6 +28,8 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECTS = frozenset({301, 308})
 # A server asking for more than this is treated as asking for this.
 MAX_RETRY_AFTER = 7 * 24 * 3600.0
+# Connections per httpx client; more concurrency means more clients (see Fetcher).
+SHARD_SIZE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +179,26 @@ class Fetcher:
         self.block_private = block_private
         self._per_host = per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
+        # httpcore's pool scans every connection for each request it places, so one pool of
+        # many connections costs quadratic CPU; several small pools (shards) do not.
+        shards = max(1, -(-concurrency // SHARD_SIZE))
+        self._clients = [
+            self._make_client(user_agent, -(-concurrency // shards), timeout, block_private)
+            for _ in range(shards)
+        ]
+        self._next_shard = 0
+
+    @staticmethod
+    def _make_client(
+        user_agent: str, connections: int, timeout: float, block_private: bool
+    ) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         )
         if block_private:
             # httpx takes no network backend of its own; its pool (httpcore's) does.
             transport._pool._network_backend = _GuardedBackend()
-        self._client = httpx.AsyncClient(
+        return httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
             headers={"User-Agent": user_agent},
@@ -194,7 +209,8 @@ class Fetcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     async def get(self, url: str, *, etag: str | None, last_modified: str | None) -> FetchResult:
         """GET `url` following redirects; raise FeedError (FeedGone on 410) naming what went
@@ -245,12 +261,18 @@ class Fetcher:
 
     async def _one(self, url: str, headers: dict[str, str]) -> FetchResult | tuple[int, str]:
         """One request: a result, or (status, Location) for a redirect to follow."""
-        async with self._client.stream("GET", url, headers=headers) as response:
+        client = self._clients[self._next_shard]
+        self._next_shard = (self._next_shard + 1) % len(self._clients)
+        async with client.stream("GET", url, headers=headers) as response:
             status = response.status_code
             if status in REDIRECTS and response.headers.get("location"):
+                await _drain(response)
                 return status, response.headers["location"]
             if status == 304:
+                await _drain(response)
                 return FetchResult(None, response.headers.get("etag"), None, status=304)
+            if status >= 400:
+                await _drain(response)
             if status == 410:
                 raise FeedGone(f"HTTP 410 {response.reason_phrase or 'Gone'}")
             if status >= 400:
@@ -275,6 +297,19 @@ class Fetcher:
                 content_type=response.headers.get("content-type"),
                 status=status,
             )
+
+
+async def _drain(response: httpx.Response, limit: int = 65_536) -> None:
+    """Read a small unwanted body (a 304's, a redirect's, an error page) to its end, so the
+    connection goes back to the pool instead of being closed; a large one is not worth it."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return
+    seen = 0
+    async for chunk in response.aiter_raw():
+        seen += len(chunk)
+        if seen > limit:
+            return
 
 
 def _with_location(result: FetchResult, url: str, moved_to: str | None) -> FetchResult:
