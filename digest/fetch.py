@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
@@ -182,18 +183,21 @@ class Fetcher:
         # httpcore's pool scans every connection for each request it places, so one pool of
         # many connections costs quadratic CPU; several small pools (shards) do not.
         shards = max(1, -(-concurrency // SHARD_SIZE))
+        # Loading the CA bundle takes tens of milliseconds: once, shared by the shards.
+        tls = httpx.create_ssl_context()
         self._clients = [
-            self._make_client(user_agent, -(-concurrency // shards), timeout, block_private)
+            self._make_client(user_agent, -(-concurrency // shards), timeout, block_private, tls)
             for _ in range(shards)
         ]
         self._next_shard = 0
 
     @staticmethod
     def _make_client(
-        user_agent: str, connections: int, timeout: float, block_private: bool
+        user_agent: str, connections: int, timeout: float, block_private: bool, tls: ssl.SSLContext
     ) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            verify=tls,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
         if block_private:
             # httpx takes no network backend of its own; its pool (httpcore's) does.
