@@ -146,7 +146,7 @@ class _BatchWriter:
     whatever finished within `delay` seconds. A commit per feed costs more than parsing a
     small feed; a batch keeps each feed's entries and state together all the same."""
 
-    def __init__(self, store: Store, now: datetime, size: int = 32, delay: float = 0.05) -> None:
+    def __init__(self, store: Store, now: datetime, size: int = 64, delay: float = 0.25) -> None:
         self._store, self._now, self._size, self._delay = store, now, size, delay
         self._batch: list[tuple[int, FetchRecord, Sequence[ParsedEntry], asyncio.Future[int]]] = []
         self._timer: asyncio.TimerHandle | None = None
