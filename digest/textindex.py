@@ -10,6 +10,7 @@ import html
 import re
 from collections.abc import Callable
 from itertools import chain
+from typing import TypeVar
 
 # How much of a post's HTML we look at, and how many words of its opening we keep.
 HTML_BUDGET = 2000
@@ -257,60 +258,113 @@ _SUFFIXES = (
     ("ly", ""),
     ("s", ""),
 )
-_STEM_CACHE: dict[str, str] = {}
+# Analyses below are memoized per distinct input (a word, or a whitespace-separated chunk of
+# text): inputs repeat a lot (common words, the same post in several feeds).
+_CACHE_LIMIT = 300_000
+_V = TypeVar("_V")
+
+
+class _Memo(dict[str, _V]):
+    """input -> analysis, filled on first use; cleared when it grows past the limit."""
+
+    def __init__(self, analyse: Callable[[str], _V]) -> None:
+        super().__init__()
+        self.analyse = analyse
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+            self.clear()
+        got = self[key] = self.analyse(key)
+        return got
+
+
+# (suffix, replacement, whether the word must still be checked to end with the suffix)
+_Rule = tuple[str, str, bool]
+_ALL_RULES: tuple[_Rule, ...] = tuple((s, r, True) for s, r in _SUFFIXES)
+
+
+def _rule_table() -> dict[str, tuple[_Rule, ...]]:
+    """Two lower-case letters a word ends with -> the rules of _SUFFIXES that may apply to it,
+    in order; "ss", "us" and "is" (never stripped) are left out."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    table = {}
+    for end in (a + b for a in letters for b in letters):
+        if end not in ("ss", "us", "is"):
+            table[end] = tuple((s, r, len(s) > 2) for s, r in _SUFFIXES if end.endswith(s[-2:]))
+    return table
+
+
+# Stemming every new word is a large part of a cold start: a word is compared with the few
+# suffixes its last two letters allow instead of with all of them.
+_RULES = _rule_table()
+
+
+def _stem(word: str) -> str:
+    n = len(word)
+    if n <= 4:
+        return word
+    rules = _RULES.get(word[-2:])
+    if rules is None:  # "ss", "us", "is", or not two lower-case letters
+        if word.endswith(("ss", "us", "is")):
+            return word
+        rules = _ALL_RULES
+    out = word
+    for suffix, repl, check in rules:
+        k = len(suffix)
+        if (not check or word.endswith(suffix)) and n - k + len(repl) >= 4:
+            out = word[: n - k] + repl
+            break
+    if out[-1] == "e":
+        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
+        if len(out) > 7 and out.endswith(("able", "ible")):
+            out = out[:-4]
+        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
+        if out[-1] == "e" and len(out) > 4:
+            out = out[:-1]
+    return out
+
+
+_STEMS = _Memo(_stem)
 
 
 def stem(word: str) -> str:
     """A light suffix stripper: enough to meet "monitors"/"monitoring", "leaks"/"leaked"."""
-    got = _STEM_CACHE.get(word)
-    if got is not None:
-        return got
-    out = word
-    if len(word) > 4 and not word.isdigit() and not word.endswith(("ss", "us", "is")):
-        for suffix, repl in _SUFFIXES:
-            if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 4:
-                out = word[: len(word) - len(suffix)] + repl
-                break
-        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
-        if out.endswith(("able", "ible")) and len(out) > 7:
-            out = out[:-4]
-        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
-        if out.endswith("e") and len(out) > 4:
-            out = out[:-1]
-    if len(_STEM_CACHE) < 200_000:
-        _STEM_CACHE[word] = out
-    return out
+    return _STEMS[word]
 
 
-# Whitespace-separated chunk of text -> its words / its terms. Chunks repeat a lot (common
-# words, the same post in several feeds), so each distinct chunk is analysed once.
-_CACHE_LIMIT = 300_000
+def _term(word: str) -> str:
+    return "" if word in STOPWORDS else _stem(word)
 
 
-class _ChunkCache(dict[str, tuple[str, ...]]):
-    """chunk -> analysed tuple, filled on first use; cleared when it grows past the limit."""
+_TERM_OF = _Memo(_term)  # word -> its term, "" for a stopword (stems are never empty)
 
-    def __init__(self, analyse: Callable[[str], tuple[str, ...]]) -> None:
-        super().__init__()
-        self.analyse = analyse
+# Characters that are never part of a token (see _TOKEN) and often surround a word.
+_EDGE = ".,;:!?()[]{}<>\"'*\u201c\u201d\u2018\u2019\u2026"
 
-    def __missing__(self, chunk: str) -> tuple[str, ...]:
-        if len(self) > _CACHE_LIMIT:  # bound memory in a long-running daemon
-            self.clear()
-        got = self[chunk] = self.analyse(chunk)
-        return got
+
+def _plain_word(chunk: str) -> str:
+    """The chunk's only word when it is one plain word with punctuation around it (most
+    chunks are), else "" (then see `words`)."""
+    core = chunk.lower().strip(_EDGE)
+    return core if core.isascii() and core.isalnum() else ""
 
 
 def _chunk_words(chunk: str) -> tuple[str, ...]:
-    return tuple(words(chunk))
+    """`words` of one whitespace-free chunk."""
+    word = _plain_word(chunk)
+    return (word,) if word else tuple(words(chunk))
 
 
 def _chunk_terms(chunk: str) -> tuple[str, ...]:
-    return tuple(stem(w) for w in words(chunk) if w not in STOPWORDS)
+    word = _plain_word(chunk)
+    if word:
+        term = _TERM_OF[word]
+        return (term,) if term else ()
+    return tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
 
 
-_WORDS = _ChunkCache(_chunk_words)
-_TERMS = _ChunkCache(_chunk_terms)
+_WORDS = _Memo(_chunk_words)
+_TERMS = _Memo(_chunk_terms)
 
 
 def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:
