@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.rank_cache import LRUCache, PostKey, post_key
-from digest.textindex import chunk_words, chunks, term_seq, visible_text, words
+from digest.rank_cache import PostCache, post_key
+from digest.textindex import chunk_words, chunks, term_seq, visible_span, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
@@ -475,7 +475,7 @@ def record_from_dict(entry: dict[str, Any]) -> Record:
 
 # `group` sees the same entries again and again in a long-lived process; a Record is a pure
 # function of url, title, published and content, and `cluster` does not modify records.
-_RECORDS: LRUCache[PostKey, Record] = LRUCache()
+_RECORDS: PostCache[Record] = PostCache()
 
 
 def _cached_record(entry: dict[str, Any]) -> Record:
@@ -484,10 +484,11 @@ def _cached_record(entry: dict[str, Any]) -> Record:
     published = parse_when(entry.get("published"))
     content = str(entry.get("content") or "")
     key = post_key(url, title, "", published, content)
-    got = _RECORDS.get(key)
+    got = _RECORDS.lookup(key, content)
     if got is None:
-        got = Record(url=url, title=title, published=published, text=visible_text(content))
-        _RECORDS.put(key, got)
+        text, used = visible_span(content)
+        got = Record(url=url, title=title, published=published, text=text)
+        _RECORDS.store(key, content[:used], got)
     return got
 
 

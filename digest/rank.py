@@ -37,7 +37,7 @@ from digest import rank_cache, rank_semantic
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import chunks, term_seq, terms, visible_text
+from digest.textindex import chunks, term_seq, terms, visible_span
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
@@ -180,7 +180,7 @@ class _Post:
     tf: dict[str, float] | None = None  # field-weighted term counts, for MMR vectors
 
 
-_POSTS: rank_cache.LRUCache[rank_cache.PostKey, _Post] = rank_cache.LRUCache()
+_POSTS: rank_cache.PostCache[_Post] = rank_cache.PostCache()
 
 
 def clear_post_cache() -> None:
@@ -191,9 +191,9 @@ def clear_post_cache() -> None:
 def _post(c: Candidate) -> _Post:
     """`c`'s text features, from the cache when this exact post was seen before."""
     key = rank_cache.post_key(c.url, c.title, c.summary, c.published, c.content)
-    got = _POSTS.get(key)
+    got = _POSTS.lookup(key, c.content)
     if got is None:
-        text = visible_text(c.content)
+        text, used = visible_span(c.content)
         body = term_seq(chunks(text))
         record = Record(url=c.url, title=c.title, published=c.published, text=text, tokens=body)
         title_terms = terms(c.title)
@@ -210,7 +210,7 @@ def _post(c: Candidate) -> _Post:
             joined=joined,
             title_joined=title_joined,
         )
-        _POSTS.put(key, got)
+        _POSTS.store(key, c.content[:used], got)
     return got
 
 

@@ -166,14 +166,25 @@ _SKIP_OPEN = re.compile(r"<(" + "|".join(_SKIP_BLOCKS) + r")\b", re.I)
 _SKIP_CLOSE = {name: re.compile(r"</" + name + r"\s*>", re.I) for name in _SKIP_BLOCKS}
 
 
-def _drop_blocks(raw: str, budget: int) -> str:
-    """The first `budget` characters of `raw` outside <style>/<script>/... blocks."""
+# After its fixed words and at most 60 characters of date, the "Published on" pattern matches
+# only <br> tags and spaces: it cannot read past the first character that is neither.
+_PUBLISHED_REACH = len("Published on ") + 60
+_SPACES = re.compile(r"\s*")
+_NOT_BREAK = re.compile(r"[^<br/>\s]", re.I)
+
+
+def _drop_blocks(raw: str, budget: int) -> tuple[str, int]:
+    """The first `budget` characters of `raw` outside <style>/<script>/... blocks, and how
+    many leading characters of `raw` that depends on."""
     out: list[str] = []
     size = 0
     pos = 0
     n = len(raw)
+    read = 0
     while pos < n and size < budget:
-        m = _SKIP_OPEN.search(raw, pos, min(n, pos + budget - size))
+        window = min(n, pos + budget - size)
+        read = max(read, window)
+        m = _SKIP_OPEN.search(raw, pos, window)
         if m is None:
             piece = raw[pos : pos + budget - size]
             out.append(piece)
@@ -183,10 +194,12 @@ def _drop_blocks(raw: str, budget: int) -> str:
         size += len(piece)
         end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end())
         if end is None:
+            read = n  # searched to the end
             break
         pos = end.end()
+        read = max(read, pos)
         out.append(" ")
-    return "".join(out)
+    return "".join(out), read
 
 
 def visible_text(raw: str, budget: int = HTML_BUDGET) -> str:
@@ -197,26 +210,48 @@ def visible_text(raw: str, budget: int = HTML_BUDGET) -> str:
     read, and tags are removed with a regular expression: ranking needs the opening's words,
     not a faithful rendering. ``" ".join(visible_text(raw).split()) == html_to_text(raw)``.
     """
+    return visible_span(raw, budget)[0]
+
+
+def visible_span(raw: str, budget: int = HTML_BUDGET) -> tuple[str, int]:
+    """`visible_text`, and how many leading characters of `raw` it depends on: any string of
+    the same length that starts with those characters has the same visible text.
+
+    Lets a cache of per-post features compare a post's opening instead of hashing all of it.
+    """
     if not raw:
-        return ""
+        return "", 0
+    n = len(raw)
+    # What matching _PUBLISHED can read (see _PUBLISHED_REACH).
+    lead = _SPACES.match(raw)
+    stop = _NOT_BREAK.search(raw, (lead.end() if lead else 0) + _PUBLISHED_REACH)
+    used = n if stop is None else stop.end()
+    offset = 0
     m = _PUBLISHED.match(raw)
     if m:
-        raw = raw[m.end() :]
+        offset = m.end()
+        raw = raw[offset:]
     if len(raw) < budget:
+        used = n  # the tail is searched for "Discuss"
         tail = _DISCUSS.search(raw, max(0, len(raw) - 400))
         if tail:
             raw = raw[: tail.start()]
     if "<" in raw:
-        raw = _TAG.sub(" ", _drop_blocks(raw, budget))
+        # With no "<" in the first `budget` characters, this gives raw[:budget] too: whether
+        # there is one further on does not matter.
+        dropped, read = _drop_blocks(raw, budget)
+        used = max(used, offset + read)
+        raw = _TAG.sub(" ", dropped)
         # An unfinished tag cut by the budget.
         cut = raw.rfind("<")
         if cut != -1 and ">" not in raw[cut:]:
             raw = raw[:cut]
     else:
+        used = max(used, offset + min(len(raw), budget))
         raw = raw[:budget]
     if "&" in raw:
         raw = html.unescape(raw)
-    return raw
+    return raw, min(used, n)
 
 
 def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
