@@ -391,9 +391,10 @@ def _chunk_words(chunk: str) -> tuple[str, ...]:
 
 
 def _chunk_terms(chunk: str) -> tuple[str, ...]:
-    word = _plain_word(chunk)
-    if word:
-        term = _TERM_OF[word]
+    # `_plain_word`, inlined: this runs for every new chunk of a cold start.
+    core = chunk.lower().strip(_EDGE)
+    if core.isascii() and core.isalnum():
+        term = _TERM_OF[core]
         return (term,) if term else ()
     return tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
 
