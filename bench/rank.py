@@ -34,11 +34,10 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from digest import rank as rank_mod
 from digest import rank_semantic
@@ -152,8 +151,7 @@ def semantic_installed() -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class TimingInputs:
+class TimingInputs(NamedTuple):
     """The 500-post digest the timings use, and its two subscribers."""
 
     big: list[dict[str, Any]]

@@ -149,13 +149,14 @@ def _queries(interests: Sequence[str]) -> _Queries:
     return got
 
 
-def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, " t1 t2 ") pairs for substring search in a document's term string."""
+def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str, frozenset[str]]]:
+    """(label, " t1 t2 ", its terms) for substring search in a document's term string (which
+    only posts having all the terms need)."""
     out = []
     for label in mute:
         t = _phrase_terms(label)
         if t:
-            out.append((label.strip(), " " + " ".join(t) + " "))
+            out.append((label.strip(), " " + " ".join(t) + " ", frozenset(t)))
     return out
 
 
@@ -167,17 +168,30 @@ class _Post:
     """What ranking needs of one post that depends on nothing else (not on the profile, the
     other posts or the time): cached per process in `_POSTS`, shared by every subscriber.
 
-    Never modified once built, except `tf`, filled in on first use (a pure function of
-    `fields`).
+    Never modified once built, except `tf` and `joined`, filled in on first use (pure
+    functions of `fields`).
     """
 
     text: str  # visible text of the opening, whitespace not collapsed
     record: Record
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
-    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
     title_joined: str
     tf: dict[str, float] | None = None  # field-weighted term counts, for MMR vectors
+    joined: str | None = None  # see `_joined`
+
+
+def _joined(post: _Post) -> str:
+    """ " t1 t2 ... " over title, summary and body, for phrase search.
+
+    Built on first use: a phrase (" a b ") can only occur in a post that has every one of its
+    terms (`present`), and few posts have all the terms of an interest or mute phrase.
+    """
+    got = post.joined
+    if got is None:
+        _, summary, body = post.fields
+        got = post.joined = f"{post.title_joined}| {' '.join(summary)} | {' '.join(body)} "
+    return got
 
 
 _POSTS: rank_cache.PostCache[_Post] = rank_cache.PostCache()
@@ -198,8 +212,6 @@ def _post(c: Candidate) -> _Post:
         record = Record(url=c.url, title=c.title, published=c.published, text=text, tokens=body)
         title_terms = terms(c.title)
         summary_terms = terms(c.summary) if c.summary else []
-        title_joined = " " + " ".join(title_terms) + " "
-        joined = f"{title_joined}| {' '.join(summary_terms)} | {' '.join(body)} "
         present = set(body)
         present.update(title_terms, summary_terms)
         got = _Post(
@@ -207,8 +219,7 @@ def _post(c: Candidate) -> _Post:
             record=record,
             present=present,
             fields=(title_terms, summary_terms, body),
-            joined=joined,
-            title_joined=title_joined,
+            title_joined=" " + " ".join(title_terms) + " ",
         )
         _POSTS.store(key, c.content[:used], got)
     return got
@@ -218,7 +229,6 @@ def _post(c: Candidate) -> _Post:
 class _Doc:
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
-    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
     title_joined: str
     n_words: int
     when: datetime | None
@@ -235,7 +245,6 @@ def _doc(post: _Post, when: datetime | None, weight: float) -> _Doc:
     return _Doc(
         present=post.present,
         fields=post.fields,
-        joined=post.joined,
         title_joined=post.title_joined,
         n_words=len(post.fields[2]),
         when=when,
@@ -309,7 +318,7 @@ class _Index:
         if len(phrase) < 2:
             return 0.0
         needle = " " + " ".join(phrase) + " "
-        count = d.joined.count(needle)
+        count = _joined(d.post).count(needle) if set(phrase) <= d.present else 0
         if not count:
             return 0.0
         in_title = needle in d.title_joined
@@ -404,8 +413,8 @@ class _Scorer:
                 continue
             share = present / len(phrase)
             value = sum(got) * share * share
-            if needle:
-                count = d.joined.count(needle)
+            if needle and present == len(phrase):  # else the phrase cannot occur
+                count = _joined(d.post).count(needle)
                 if count:
                     tf = count + (FIELD_WEIGHTS["title"] - 1.0 if needle in d.title_joined else 0.0)
                     value += phrase_idf * tf * (K1 + 1.0) / (tf + K1)
@@ -538,7 +547,11 @@ def _score_all(
         score = d.weight * (relevance + fresh + length)
         muted = False
         if mutes:
-            muted_by = [label for label, needle in mutes if needle in d.joined]
+            muted_by = [
+                label
+                for label, needle, words in mutes
+                if words <= d.present and needle in _joined(d.post)
+            ]
             if muted_by:
                 muted = True
                 score *= MUTE_FACTOR
