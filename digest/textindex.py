@@ -367,11 +367,21 @@ def stem(word: str) -> str:
     return _STEMS[word]
 
 
-def _term(word: str) -> str:
-    return "" if word in STOPWORDS else _stem(word)
+class _TermOf(dict[str, str]):
+    """word -> its term, "" for a stopword (stems are never empty); filled on first use.
+
+    The analyses are written out in `__missing__` (not passed in, as to `_Memo`): misses are
+    most of the work of tokenizing posts in a fresh process.
+    """
+
+    def __missing__(self, word: str) -> str:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+        got = self[word] = "" if word in STOPWORDS else _stem(word)
+        return got
 
 
-_TERM_OF = _Memo(_term)  # word -> its term, "" for a stopword (stems are never empty)
+_TERM_OF = _TermOf()
 
 # Characters that are never part of a token (see _TOKEN) and often surround a word.
 _EDGE = ".,;:!?()[]{}<>\"'*\u201c\u201d\u2018\u2019\u2026"
@@ -390,17 +400,25 @@ def _chunk_words(chunk: str) -> tuple[str, ...]:
     return (word,) if word else tuple(words(chunk))
 
 
-def _chunk_terms(chunk: str) -> tuple[str, ...]:
-    # `_plain_word`, inlined: this runs for every new chunk of a cold start.
-    core = chunk.lower().strip(_EDGE)
-    if core.isascii() and core.isalnum():
-        term = _TERM_OF[core]
-        return (term,) if term else ()
-    return tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
+class _ChunkTerms(dict[str, tuple[str, ...]]):
+    """chunk -> its terms, filled on first use (see `_TermOf`)."""
+
+    def __missing__(self, chunk: str) -> tuple[str, ...]:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+        # `_plain_word`, inlined
+        core = chunk.lower().strip(_EDGE)
+        got: tuple[str, ...]
+        if core.isascii() and core.isalnum():
+            term = _TERM_OF[core]
+            got = self[chunk] = (term,) if term else ()
+        else:
+            got = self[chunk] = tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
+        return got
 
 
 _WORDS = _Memo(_chunk_words)
-_TERMS = _Memo(_chunk_terms)
+_TERMS = _ChunkTerms()
 
 
 def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:
