@@ -29,8 +29,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import itemgetter, mul
 from typing import Any
 
 from digest import rank_cache, rank_semantic
@@ -351,6 +351,7 @@ class _Scorer:
         self.n = len(qs.queries)
         self.vocab = qs.vocab
         self.by_term = qs.by_term
+        self._caps = [3.0 * RELEVANCE_K] * self.n
         index.count(qs.vocab)
         self.idf = {t: index.idf(t) for t in qs.vocab}
         # Per phrase: (query index, is_own, its single term or "", its terms, the needle for
@@ -407,8 +408,8 @@ class _Scorer:
                     else:
                         rel[qi] += value
                 continue
-            got = [scores.get(t, 0.0) for t in phrase]
-            present = sum(1 for x in got if x > 0)
+            got = list(map(scores.get, phrase, repeat(0.0)))
+            present = len(got) - got.count(0.0)  # scores are never negative
             if not present:
                 continue
             share = present / len(phrase)
@@ -422,8 +423,10 @@ class _Scorer:
                 own[qi] = value
             else:
                 rel[qi] += value
-        cap = 3.0 * RELEVANCE_K
-        return [(o, EXPANSION_WEIGHT * min(r, cap)) for o, r in zip(own, rel, strict=True)]
+        # (o, EXPANSION_WEIGHT * min(r, 3 * RELEVANCE_K)) per interest, without a Python step
+        return list(
+            zip(own, map(mul, repeat(EXPANSION_WEIGHT), map(min, rel, self._caps)), strict=True)
+        )
 
 
 # --------------------------------------------------------------------------- semantic extra
