@@ -32,13 +32,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from digest.rank_cache import LRUCache, PostKey, post_key
-from digest.textindex import chunk_words, chunks, term_seq, visible_text, words
+from digest.rank_cache import PostCache, post_key
+from digest.textindex import chunk_words, chunks, term_seq, visible_span, visible_text, words
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
 # Shingle size and how much of the opening is fingerprinted.
-SHINGLE = 4
+SHINGLE = 4  # `shingles` spells out its four terms
 FINGERPRINT_TERMS = 70
 MIN_SHINGLES = 8
 SKETCH = 8
@@ -179,7 +179,7 @@ class Record:
         if self.url_key.startswith(_ID_HOSTS):
             self.post_id = self.url_key
         self.title_terms = frozenset(term_seq(chunked))
-        self.title_marks = frozenset(w for w in toks if w.isdigit() or w in _MONTHS)
+        self.title_marks = frozenset(filter(str.isdigit, toks)).union(_MONTHS.intersection(toks))
         if self.tokens is None:
             self.tokens = term_seq(chunks(self.text, 2 * FINGERPRINT_TERMS))
         self.shingles = shingles(self.tokens)
@@ -319,7 +319,8 @@ def shingles(tokens: list[str]) -> frozenset[int]:
     if len(tokens) < SHINGLE:
         return frozenset()
     ids = list(map(_TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
-    return frozenset(map(hash, zip(*[ids[i:] for i in range(SHINGLE)], strict=False)))
+    # zip(*[ids[i:] for i in range(SHINGLE)]) written out: this runs for every new post.
+    return frozenset(map(hash, zip(ids, ids[1:], ids[2:], ids[3:], strict=False)))
 
 
 # Shingle fingerprints are tuple hashes: near-uniform over the 64-bit signed range.
@@ -475,7 +476,7 @@ def record_from_dict(entry: dict[str, Any]) -> Record:
 
 # `group` sees the same entries again and again in a long-lived process; a Record is a pure
 # function of url, title, published and content, and `cluster` does not modify records.
-_RECORDS: LRUCache[PostKey, Record] = LRUCache()
+_RECORDS: PostCache[Record] = PostCache()
 
 
 def _cached_record(entry: dict[str, Any]) -> Record:
@@ -484,10 +485,11 @@ def _cached_record(entry: dict[str, Any]) -> Record:
     published = parse_when(entry.get("published"))
     content = str(entry.get("content") or "")
     key = post_key(url, title, "", published, content)
-    got = _RECORDS.get(key)
+    got = _RECORDS.lookup(key, content)
     if got is None:
-        got = Record(url=url, title=title, published=published, text=visible_text(content))
-        _RECORDS.put(key, got)
+        text, used = visible_span(content)
+        got = Record(url=url, title=title, published=published, text=text)
+        _RECORDS.store(key, content[:used], got)
     return got
 
 

@@ -29,15 +29,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import itemgetter, mul
 from typing import Any
 
 from digest import rank_cache, rank_semantic
 from digest.dedup import Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import chunks, term_seq, terms, visible_text
+from digest.textindex import chunks, term_seq, terms, visible_span
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
@@ -149,13 +149,14 @@ def _queries(interests: Sequence[str]) -> _Queries:
     return got
 
 
-def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str]]:
-    """(label, " t1 t2 ") pairs for substring search in a document's term string."""
+def _mute_phrases(mute: Sequence[str]) -> list[tuple[str, str, frozenset[str]]]:
+    """(label, " t1 t2 ", its terms) for substring search in a document's term string (which
+    only posts having all the terms need)."""
     out = []
     for label in mute:
         t = _phrase_terms(label)
         if t:
-            out.append((label.strip(), " " + " ".join(t) + " "))
+            out.append((label.strip(), " " + " ".join(t) + " ", frozenset(t)))
     return out
 
 
@@ -167,20 +168,33 @@ class _Post:
     """What ranking needs of one post that depends on nothing else (not on the profile, the
     other posts or the time): cached per process in `_POSTS`, shared by every subscriber.
 
-    Never modified once built, except `tf`, filled in on first use (a pure function of
-    `fields`).
+    Never modified once built, except `tf` and `joined`, filled in on first use (pure
+    functions of `fields`).
     """
 
     text: str  # visible text of the opening, whitespace not collapsed
     record: Record
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
-    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
     title_joined: str
     tf: dict[str, float] | None = None  # field-weighted term counts, for MMR vectors
+    joined: str | None = None  # see `_joined`
 
 
-_POSTS: rank_cache.LRUCache[rank_cache.PostKey, _Post] = rank_cache.LRUCache()
+def _joined(post: _Post) -> str:
+    """ " t1 t2 ... " over title, summary and body, for phrase search.
+
+    Built on first use: a phrase (" a b ") can only occur in a post that has every one of its
+    terms (`present`), and few posts have all the terms of an interest or mute phrase.
+    """
+    got = post.joined
+    if got is None:
+        _, summary, body = post.fields
+        got = post.joined = f"{post.title_joined}| {' '.join(summary)} | {' '.join(body)} "
+    return got
+
+
+_POSTS: rank_cache.PostCache[_Post] = rank_cache.PostCache()
 
 
 def clear_post_cache() -> None:
@@ -191,15 +205,13 @@ def clear_post_cache() -> None:
 def _post(c: Candidate) -> _Post:
     """`c`'s text features, from the cache when this exact post was seen before."""
     key = rank_cache.post_key(c.url, c.title, c.summary, c.published, c.content)
-    got = _POSTS.get(key)
+    got = _POSTS.lookup(key, c.content)
     if got is None:
-        text = visible_text(c.content)
+        text, used = visible_span(c.content)
         body = term_seq(chunks(text))
         record = Record(url=c.url, title=c.title, published=c.published, text=text, tokens=body)
         title_terms = terms(c.title)
         summary_terms = terms(c.summary) if c.summary else []
-        title_joined = " " + " ".join(title_terms) + " "
-        joined = f"{title_joined}| {' '.join(summary_terms)} | {' '.join(body)} "
         present = set(body)
         present.update(title_terms, summary_terms)
         got = _Post(
@@ -207,10 +219,9 @@ def _post(c: Candidate) -> _Post:
             record=record,
             present=present,
             fields=(title_terms, summary_terms, body),
-            joined=joined,
-            title_joined=title_joined,
+            title_joined=" " + " ".join(title_terms) + " ",
         )
-        _POSTS.put(key, got)
+        _POSTS.store(key, c.content[:used], got)
     return got
 
 
@@ -218,7 +229,6 @@ def _post(c: Candidate) -> _Post:
 class _Doc:
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
-    joined: str  # " t1 t2 ... " over title, summary and body, for phrase search
     title_joined: str
     n_words: int
     when: datetime | None
@@ -235,7 +245,6 @@ def _doc(post: _Post, when: datetime | None, weight: float) -> _Doc:
     return _Doc(
         present=post.present,
         fields=post.fields,
-        joined=post.joined,
         title_joined=post.title_joined,
         n_words=len(post.fields[2]),
         when=when,
@@ -309,7 +318,7 @@ class _Index:
         if len(phrase) < 2:
             return 0.0
         needle = " " + " ".join(phrase) + " "
-        count = d.joined.count(needle)
+        count = _joined(d.post).count(needle) if set(phrase) <= d.present else 0
         if not count:
             return 0.0
         in_title = needle in d.title_joined
@@ -342,6 +351,7 @@ class _Scorer:
         self.n = len(qs.queries)
         self.vocab = qs.vocab
         self.by_term = qs.by_term
+        self._caps = [3.0 * RELEVANCE_K] * self.n
         index.count(qs.vocab)
         self.idf = {t: index.idf(t) for t in qs.vocab}
         # Per phrase: (query index, is_own, its single term or "", its terms, the needle for
@@ -398,14 +408,14 @@ class _Scorer:
                     else:
                         rel[qi] += value
                 continue
-            got = [scores.get(t, 0.0) for t in phrase]
-            present = sum(1 for x in got if x > 0)
+            got = list(map(scores.get, phrase, repeat(0.0)))
+            present = len(got) - got.count(0.0)  # scores are never negative
             if not present:
                 continue
             share = present / len(phrase)
             value = sum(got) * share * share
-            if needle:
-                count = d.joined.count(needle)
+            if needle and present == len(phrase):  # else the phrase cannot occur
+                count = _joined(d.post).count(needle)
                 if count:
                     tf = count + (FIELD_WEIGHTS["title"] - 1.0 if needle in d.title_joined else 0.0)
                     value += phrase_idf * tf * (K1 + 1.0) / (tf + K1)
@@ -413,8 +423,10 @@ class _Scorer:
                 own[qi] = value
             else:
                 rel[qi] += value
-        cap = 3.0 * RELEVANCE_K
-        return [(o, EXPANSION_WEIGHT * min(r, cap)) for o, r in zip(own, rel, strict=True)]
+        # (o, EXPANSION_WEIGHT * min(r, 3 * RELEVANCE_K)) per interest, without a Python step
+        return list(
+            zip(own, map(mul, repeat(EXPANSION_WEIGHT), map(min, rel, self._caps)), strict=True)
+        )
 
 
 # --------------------------------------------------------------------------- semantic extra
@@ -538,7 +550,11 @@ def _score_all(
         score = d.weight * (relevance + fresh + length)
         muted = False
         if mutes:
-            muted_by = [label for label, needle in mutes if needle in d.joined]
+            muted_by = [
+                label
+                for label, needle, words in mutes
+                if words <= d.present and needle in _joined(d.post)
+            ]
             if muted_by:
                 muted = True
                 score *= MUTE_FACTOR

@@ -4,7 +4,9 @@ In a run the same posts are ranked for every subscriber (`plan` calls `rank.sele
 subscriber with overlapping candidates), so the profile-independent work on a post -- HTML
 stripped, tokenized, fingerprinted, its scoring fields -- is done once per post per process
 and then looked up. Entries are keyed by everything they are computed from (see `post_key`),
-so an edited post gets a new key and is recomputed; the caches are LRU and bounded.
+and an entry is only used for a post whose content starts with the part of the content the
+entry was computed from (see `PostCache`), so an edited post is recomputed; the caches are LRU
+and bounded.
 """
 
 from __future__ import annotations
@@ -21,18 +23,18 @@ V = TypeVar("V")
 
 _ALL: list[LRUCache[object, object]] = []
 
-PostKey = tuple[str, str, str, datetime | None, int, int]
+PostKey = tuple[str, str, str, datetime | None, int]
 
 
 def post_key(
     url: str, title: str, summary: str, published: datetime | None, content: str
 ) -> PostKey:
-    """What a post's cached features are a pure function of.
+    """Where a post's cached features are looked up: its short fields and its content's length.
 
-    The short fields are kept as they are; the content (which may be large) by its length and
-    `hash` -- salted per process, which is fine for a per-process cache.
+    The content itself (which may be large, and is read from the store afresh for every
+    subscriber) is not hashed: `PostCache` compares the part of it the features depend on.
     """
-    return (url, title, summary, published, len(content), hash(content))
+    return (url, title, summary, published, len(content))
 
 
 class LRUCache(Generic[K, V]):
@@ -61,6 +63,22 @@ class LRUCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._data.clear()
+
+
+class PostCache(LRUCache[PostKey, tuple[str, V]]):
+    """Features computed from a post, under its `post_key`, with the leading part of its
+    content they depend on (the "source", see `textindex.visible_span`)."""
+
+    def lookup(self, key: PostKey, content: str) -> V | None:
+        """The features stored under `key`, if they were computed from this content."""
+        got = self.get(key)
+        if got is not None and content.startswith(got[0]):
+            return got[1]
+        return None
+
+    def store(self, key: PostKey, source: str, value: V) -> None:
+        """Keep `value`, computed from a content starting with `source`."""
+        self.put(key, (source, value))
 
 
 def clear_all() -> None:

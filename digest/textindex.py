@@ -10,6 +10,7 @@ import html
 import re
 from collections.abc import Callable
 from itertools import chain
+from typing import TypeVar
 
 # How much of a post's HTML we look at, and how many words of its opening we keep.
 HTML_BUDGET = 2000
@@ -165,14 +166,25 @@ _SKIP_OPEN = re.compile(r"<(" + "|".join(_SKIP_BLOCKS) + r")\b", re.I)
 _SKIP_CLOSE = {name: re.compile(r"</" + name + r"\s*>", re.I) for name in _SKIP_BLOCKS}
 
 
-def _drop_blocks(raw: str, budget: int) -> str:
-    """The first `budget` characters of `raw` outside <style>/<script>/... blocks."""
+# After its fixed words and at most 60 characters of date, the "Published on" pattern matches
+# only <br> tags and spaces: it cannot read past the first character that is neither.
+_PUBLISHED_REACH = len("Published on ") + 60
+_SPACES = re.compile(r"\s*")
+_NOT_BREAK = re.compile(r"[^<br/>\s]", re.I)
+
+
+def _drop_blocks(raw: str, budget: int) -> tuple[str, int]:
+    """The first `budget` characters of `raw` outside <style>/<script>/... blocks, and how
+    many leading characters of `raw` that depends on."""
     out: list[str] = []
     size = 0
     pos = 0
     n = len(raw)
+    read = 0
     while pos < n and size < budget:
-        m = _SKIP_OPEN.search(raw, pos, min(n, pos + budget - size))
+        window = min(n, pos + budget - size)
+        read = max(read, window)
+        m = _SKIP_OPEN.search(raw, pos, window)
         if m is None:
             piece = raw[pos : pos + budget - size]
             out.append(piece)
@@ -182,10 +194,12 @@ def _drop_blocks(raw: str, budget: int) -> str:
         size += len(piece)
         end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end())
         if end is None:
+            read = n  # searched to the end
             break
         pos = end.end()
+        read = max(read, pos)
         out.append(" ")
-    return "".join(out)
+    return "".join(out), read
 
 
 def visible_text(raw: str, budget: int = HTML_BUDGET) -> str:
@@ -196,26 +210,48 @@ def visible_text(raw: str, budget: int = HTML_BUDGET) -> str:
     read, and tags are removed with a regular expression: ranking needs the opening's words,
     not a faithful rendering. ``" ".join(visible_text(raw).split()) == html_to_text(raw)``.
     """
+    return visible_span(raw, budget)[0]
+
+
+def visible_span(raw: str, budget: int = HTML_BUDGET) -> tuple[str, int]:
+    """`visible_text`, and how many leading characters of `raw` it depends on: any string of
+    the same length that starts with those characters has the same visible text.
+
+    Lets a cache of per-post features compare a post's opening instead of hashing all of it.
+    """
     if not raw:
-        return ""
+        return "", 0
+    n = len(raw)
+    # What matching _PUBLISHED can read (see _PUBLISHED_REACH).
+    lead = _SPACES.match(raw)
+    stop = _NOT_BREAK.search(raw, (lead.end() if lead else 0) + _PUBLISHED_REACH)
+    used = n if stop is None else stop.end()
+    offset = 0
     m = _PUBLISHED.match(raw)
     if m:
-        raw = raw[m.end() :]
+        offset = m.end()
+        raw = raw[offset:]
     if len(raw) < budget:
+        used = n  # the tail is searched for "Discuss"
         tail = _DISCUSS.search(raw, max(0, len(raw) - 400))
         if tail:
             raw = raw[: tail.start()]
     if "<" in raw:
-        raw = _TAG.sub(" ", _drop_blocks(raw, budget))
+        # With no "<" in the first `budget` characters, this gives raw[:budget] too: whether
+        # there is one further on does not matter.
+        dropped, read = _drop_blocks(raw, budget)
+        used = max(used, offset + read)
+        raw = _TAG.sub(" ", dropped)
         # An unfinished tag cut by the budget.
         cut = raw.rfind("<")
         if cut != -1 and ">" not in raw[cut:]:
             raw = raw[:cut]
     else:
+        used = max(used, offset + min(len(raw), budget))
         raw = raw[:budget]
     if "&" in raw:
         raw = html.unescape(raw)
-    return raw
+    return raw, min(used, n)
 
 
 def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
@@ -257,60 +293,132 @@ _SUFFIXES = (
     ("ly", ""),
     ("s", ""),
 )
-_STEM_CACHE: dict[str, str] = {}
+# Analyses below are memoized per distinct input (a word, or a whitespace-separated chunk of
+# text): inputs repeat a lot (common words, the same post in several feeds).
+_CACHE_LIMIT = 300_000
+_V = TypeVar("_V")
+
+
+class _Memo(dict[str, _V]):
+    """input -> analysis, filled on first use; cleared when it grows past the limit."""
+
+    def __init__(self, analyse: Callable[[str], _V]) -> None:
+        super().__init__()
+        self.analyse = analyse
+
+    def __missing__(self, key: str) -> _V:
+        if len(self) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+            self.clear()
+        got = self[key] = self.analyse(key)
+        return got
+
+
+# (suffix, replacement, whether the word must still be checked to end with the suffix)
+_Rule = tuple[str, str, bool]
+_ALL_RULES: tuple[_Rule, ...] = tuple((s, r, True) for s, r in _SUFFIXES)
+
+
+def _rule_table() -> dict[str, tuple[_Rule, ...]]:
+    """Two lower-case letters a word ends with -> the rules of _SUFFIXES that may apply to it,
+    in order; "ss", "us" and "is" (never stripped) are left out."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    table = {}
+    for end in (a + b for a in letters for b in letters):
+        if end not in ("ss", "us", "is"):
+            table[end] = tuple((s, r, len(s) > 2) for s, r in _SUFFIXES if end.endswith(s[-2:]))
+    return table
+
+
+# Stemming every new word is a large part of a cold start: a word is compared with the few
+# suffixes its last two letters allow instead of with all of them.
+_RULES = _rule_table()
+
+
+def _stem(word: str) -> str:
+    n = len(word)
+    if n <= 4:
+        return word
+    rules = _RULES.get(word[-2:])
+    if rules is None:  # "ss", "us", "is", or not two lower-case letters
+        if word.endswith(("ss", "us", "is")):
+            return word
+        rules = _ALL_RULES
+    out = word
+    for suffix, repl, check in rules:
+        k = len(suffix)
+        if (not check or word.endswith(suffix)) and n - k + len(repl) >= 4:
+            out = word[: n - k] + repl
+            break
+    if out[-1] == "e":
+        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
+        if len(out) > 7 and out.endswith(("able", "ible")):
+            out = out[:-4]
+        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
+        if out[-1] == "e" and len(out) > 4:
+            out = out[:-1]
+    return out
+
+
+_STEMS = _Memo(_stem)
 
 
 def stem(word: str) -> str:
     """A light suffix stripper: enough to meet "monitors"/"monitoring", "leaks"/"leaked"."""
-    got = _STEM_CACHE.get(word)
-    if got is not None:
-        return got
-    out = word
-    if len(word) > 4 and not word.isdigit() and not word.endswith(("ss", "us", "is")):
-        for suffix, repl in _SUFFIXES:
-            if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 4:
-                out = word[: len(word) - len(suffix)] + repl
-                break
-        # "interpretable"/"interpretability" -> "interpret", "scalable" -> "scal"
-        if out.endswith(("able", "ible")) and len(out) > 7:
-            out = out[:-4]
-        # "ations" -> "ate" and plain "-e" forms meet ("regulate"/"regulation").
-        if out.endswith("e") and len(out) > 4:
-            out = out[:-1]
-    if len(_STEM_CACHE) < 200_000:
-        _STEM_CACHE[word] = out
-    return out
+    return _STEMS[word]
 
 
-# Whitespace-separated chunk of text -> its words / its terms. Chunks repeat a lot (common
-# words, the same post in several feeds), so each distinct chunk is analysed once.
-_CACHE_LIMIT = 300_000
+class _TermOf(dict[str, str]):
+    """word -> its term, "" for a stopword (stems are never empty); filled on first use.
 
+    The analyses are written out in `__missing__` (not passed in, as to `_Memo`): misses are
+    most of the work of tokenizing posts in a fresh process.
+    """
 
-class _ChunkCache(dict[str, tuple[str, ...]]):
-    """chunk -> analysed tuple, filled on first use; cleared when it grows past the limit."""
-
-    def __init__(self, analyse: Callable[[str], tuple[str, ...]]) -> None:
-        super().__init__()
-        self.analyse = analyse
-
-    def __missing__(self, chunk: str) -> tuple[str, ...]:
-        if len(self) > _CACHE_LIMIT:  # bound memory in a long-running daemon
+    def __missing__(self, word: str) -> str:
+        if len(self) > _CACHE_LIMIT:
             self.clear()
-        got = self[chunk] = self.analyse(chunk)
+        got = self[word] = "" if word in STOPWORDS else _stem(word)
         return got
+
+
+_TERM_OF = _TermOf()
+
+# Characters that are never part of a token (see _TOKEN) and often surround a word.
+_EDGE = ".,;:!?()[]{}<>\"'*\u201c\u201d\u2018\u2019\u2026"
+
+
+def _plain_word(chunk: str) -> str:
+    """The chunk's only word when it is one plain word with punctuation around it (most
+    chunks are), else "" (then see `words`)."""
+    core = chunk.lower().strip(_EDGE)
+    return core if core.isascii() and core.isalnum() else ""
 
 
 def _chunk_words(chunk: str) -> tuple[str, ...]:
-    return tuple(words(chunk))
+    """`words` of one whitespace-free chunk."""
+    word = _plain_word(chunk)
+    return (word,) if word else tuple(words(chunk))
 
 
-def _chunk_terms(chunk: str) -> tuple[str, ...]:
-    return tuple(stem(w) for w in words(chunk) if w not in STOPWORDS)
+class _ChunkTerms(dict[str, tuple[str, ...]]):
+    """chunk -> its terms, filled on first use (see `_TermOf`)."""
+
+    def __missing__(self, chunk: str) -> tuple[str, ...]:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+        # `_plain_word`, inlined
+        core = chunk.lower().strip(_EDGE)
+        got: tuple[str, ...]
+        if core.isascii() and core.isalnum():
+            term = _TERM_OF[core]
+            got = self[chunk] = (term,) if term else ()
+        else:
+            got = self[chunk] = tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
+        return got
 
 
-_WORDS = _ChunkCache(_chunk_words)
-_TERMS = _ChunkCache(_chunk_terms)
+_WORDS = _Memo(_chunk_words)
+_TERMS = _ChunkTerms()
 
 
 def chunks(text: str, limit: int = OPENING_WORDS) -> list[str]:

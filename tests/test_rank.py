@@ -264,3 +264,67 @@ def test_empty_and_zero_slots() -> None:
     cands = [cand(1, "A", FILLER[0]), cand(2, "B", FILLER[1])]
     sel = select(Profile(max_items=0), cands, NOW)
     assert sel.featured == [] and ids(sel.more) == [1, 2]
+
+
+def _stem_reference(word: str) -> str:
+    """The stemmer as specified: the first suffix of the list that fits, tried in order."""
+    from digest.textindex import _SUFFIXES
+
+    out = word
+    if len(word) > 4 and not word.isdigit() and not word.endswith(("ss", "us", "is")):
+        for suffix, repl in _SUFFIXES:
+            if word.endswith(suffix) and len(word) - len(suffix) + len(repl) >= 4:
+                out = word[: len(word) - len(suffix)] + repl
+                break
+        if out.endswith(("able", "ible")) and len(out) > 7:
+            out = out[:-4]
+        if out.endswith("e") and len(out) > 4:
+            out = out[:-1]
+    return out
+
+
+def test_stemmer_takes_the_first_fitting_suffix_in_list_order() -> None:
+    from digest.textindex import _SUFFIXES, stem
+
+    heads = ["", "a", "ab", "abc", "abcd", "nation", "read", "x1", "12", "it'", "\u00e9t\u00e9"]
+    tails = [s for s, _ in _SUFFIXES] + ["able", "ible", "e", "ss", "us", "is", "", "'s", "9"]
+    checked = 0
+    for head in heads:
+        for tail in tails:
+            for extra in ("", "s", "e", "able", "ings", "ly"):
+                word = head + tail + extra
+                assert stem(word) == _stem_reference(word), word
+                checked += 1
+    for word in ["monitoring", "monitors", "interpretability", "regulation", "12345", "is"]:
+        assert stem(word) == _stem_reference(word), word
+    assert checked > 1000
+
+
+def test_chunk_terms_are_the_terms_of_the_chunks_words() -> None:
+    from digest.textindex import STOPWORDS, stem, term_seq, words
+
+    chunks = [
+        "Model,",
+        "(which",
+        "the",
+        "don\u2019t",
+        "fine-tuning",
+        "fine\u2010tuned",
+        "\u201cInterpretability\u201d",
+        "AI's",
+        "2024.",
+        "e.g.",
+        "...",
+        "[1]",
+        "\u212aelvin",
+        "na\u00efve",
+        "and/or",
+        "<b>",
+        "x--y",
+        "'tis",
+        "models'",
+        "A.I.",
+    ]
+    for chunk in chunks:
+        expected = [stem(w) for w in words(chunk) if w not in STOPWORDS]
+        assert term_seq([chunk]) == expected, chunk

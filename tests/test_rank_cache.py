@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import digest.rank as rank_module
 from digest import dedup, rank_cache
 from digest.models import Candidate, Profile, Selection
 from digest.rank import rank, select
+from digest.textindex import visible_span, visible_text
 
 from .test_rank import fixture_posts
 
@@ -185,3 +187,82 @@ def test_select_restores_the_garbage_collector_state() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_visible_span_covers_everything_the_visible_text_depends_on() -> None:
+    """Any content of the same length that starts with the span gives the same visible text
+    (what lets the post caches compare openings instead of hashing whole contents)."""
+    rng = random.Random(0)
+    pieces = [
+        "Published on May 5, 2026",
+        "<br/>",
+        "<br>",
+        " ",
+        "\n",
+        "<p>",
+        "</p>",
+        "words and more words ",
+        "&amp;",
+        "<script>",
+        "</script>",
+        "<style>",
+        "</style >",
+        '<a href="https://x.example/p#comments">Discuss</a>',
+        "<",
+        ">",
+        "br",
+    ]
+
+    def fill(n: int) -> str:
+        out = ""
+        while len(out) < n:
+            out += rng.choice(pieces)
+        return out[:n]
+
+    for _ in range(3000):
+        budget = rng.choice([30, 100, 400])
+        raw = fill(rng.choice([20, 80, 300, 900]))
+        text, used = visible_span(raw, budget)
+        assert text == visible_text(raw, budget)
+        assert 0 <= used <= len(raw)
+        for _ in range(3):
+            other = raw[:used] + fill(len(raw) - used)
+            assert visible_text(other, budget) == text, (raw, other)
+
+
+def test_an_edit_past_a_long_skipped_block_is_not_served_stale() -> None:
+    profile = Profile(interests=("corrigibility",))
+    script = "<script>" + "x = 1;" * 1000 + "</script>"
+    a = Candidate(
+        entry_id=1,
+        feed="blog",
+        feed_title="Blog",
+        url="https://blog.example/posts/1",
+        title="Weekly notes",
+        author="",
+        published=NOW - timedelta(hours=1),
+        first_seen=NOW,
+        content="<p>Intro.</p>" + script + "<p>Gardening tips for spring.</p>" + "<p>.</p>" * 400,
+        summary="",
+    )
+    b = replace(a, entry_id=2, url="https://blog.example/posts/2", title="Other notes")
+
+    def score_of_1(sel: Selection) -> float:
+        return next(it.score for it in (*sel.featured, *sel.more) if it.candidate.entry_id == 1)
+
+    before = score_of_1(select(profile, [a, b], NOW))
+    # Same length, same opening up to past the script; the words after it changed.
+    edited = replace(a, content=a.content.replace("Gardening tips for", "Corrigibility now,"))
+    assert len(edited.content) == len(a.content)
+    after = snapshot(select(profile, [edited, b], NOW))
+    rank_module.clear_post_cache()
+    assert snapshot(select(profile, [edited, b], NOW)) == after
+    assert score_of_1(select(profile, [edited, b], NOW)) > before
+    # An edit past everything the features depend on reuses the cached features.
+    key = rank_cache.post_key(a.url, a.title, a.summary, a.published, a.content)
+    cached = rank_module._POSTS.lookup(key, edited.content)
+    assert cached is not None
+    assert rank_module._POSTS.lookup(key, a.content) is None
+    tail_edit = replace(edited, content=edited.content[:-8] + "<p>!</p>")
+    assert rank_module._POSTS.lookup(key, tail_edit.content) is cached
+    assert snapshot(select(profile, [tail_edit, b], NOW)) == after
