@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,18 @@ def last_line(measured: Measured) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def stored(database: Path) -> str:
+    """What digest's database holds after a run (read after it, not timed)."""
+    try:
+        with closing(sqlite3.connect(database)) as db:
+            count, summarized = db.execute(
+                "SELECT count(*), count(summary) FROM entries"
+            ).fetchone()
+    except sqlite3.Error as exc:
+        return f"database not readable: {exc}"
+    return f"db: {count} entries, {summarized} summarized"
+
+
 def per_host_supported(env: dict[str, str]) -> bool:
     probe = "from digest.config import CollectSettings as C; print('per_host' in C.model_fields)"
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
@@ -258,9 +271,10 @@ def digest_runs(ctx: Context, env: dict[str, str], per_host: int | None, round_:
     args = ctx.args
     folder = ctx.folder / f"digest-{round_}"
     folder.mkdir()
+    database = folder / "collect.db"
     lines = [
         "[digest]",
-        f'database = "sqlite:///{folder / "collect.db"}"',
+        f'database = "sqlite:///{database}"',
         "[collect]",
         f"concurrency = {args.concurrency}",
     ]
@@ -274,10 +288,13 @@ def digest_runs(ctx: Context, env: dict[str, str], per_host: int | None, round_:
 
     def note(m: Measured) -> str:
         workers = m.cpu - m.main_cpu
-        return (
-            f"main process {m.main_cpu:.1f} s CPU, {m.processes - 1} workers {workers:.1f} s;"
-            f" {last_line(m)}"
-        )
+        parts = [
+            f"main process {m.main_cpu:.1f} s CPU, {m.processes - 1} workers {workers:.1f} s",
+            stored(database),
+        ]
+        if m.exit_code != 0:
+            parts.append(last_line(m))
+        return "; ".join(parts)
 
     tool = "digest" if args.rounds == 1 else f"digest #{round_ + 1}"
     return first_and_second(ctx, tool, cmd, env, folder, note)
@@ -298,8 +315,9 @@ def rss2email_runs(ctx: Context, venv: Path, env: dict[str, str], stack: ExitSta
     cmd = peers.rss2email_setup(venv, folder, urls, sink.port, env)
 
     def note(m: Measured) -> str:
+        got = sink.stats()
         errors = [line for line in m.output.splitlines() if "error" in line.lower()]
-        return f"{sink.messages()} messages to the SMTP sink" + (
+        return f"{got['messages']} messages to the SMTP sink ({got['cpu']:.1f} s CPU)" + (
             f"; {errors[-1]}" if errors else ""
         )
 

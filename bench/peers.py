@@ -21,6 +21,7 @@ import asyncio
 import configparser
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from feedserver import Child, ignore_interrupts, serve_commands
 
 DEFAULT_VENV = Path.home() / ".cache/digest-bench/peers-venv"
 PACKAGES = ("rss2email", "reader", "aiosmtpd")
+# reader 3.26's vendored feedparser imports `sgmllib`, which feedparser 6.0.12+ no longer pulls
+# in (it moved to feedparser-sgmllib): without sgmllib3k, reader cannot add a feed.
+INSTALL = (*PACKAGES, "sgmllib3k")
 RECIPIENT = "you@example.org"
 
 # Run with the peer venv's python: `reader_bench.py DB add URLS_FILE` or `... DB update WORKERS`.
@@ -65,17 +69,17 @@ def venv_python(venv: Path) -> Path:
 
 
 def ensure_venv(venv: Path, log: Path) -> dict[str, str]:
-    """The peers' virtualenv, made with `python -m venv` and `pip install rss2email reader
-    aiosmtpd` if it cannot import them yet. Returns their versions. Raises RuntimeError with
-    pip's last lines when the install fails."""
+    """The peers' virtualenv, made with `python -m venv` and `pip install` of INSTALL if it
+    cannot import them yet. Returns their versions. Raises RuntimeError with pip's last lines
+    when the install fails."""
     python = venv_python(venv)
-    check = [str(python), "-c", "import reader, rss2email, aiosmtpd"]
+    check = [str(python), "-c", "import reader, rss2email, aiosmtpd, sgmllib"]
     if not python.exists() or subprocess.run(check, capture_output=True).returncode != 0:
-        print(f"installing {', '.join(PACKAGES)} into {venv} (once; log in {log}) ...", flush=True)
+        print(f"installing {', '.join(INSTALL)} into {venv} (once; log in {log}) ...", flush=True)
         with log.open("w") as out:
             steps = [
                 [sys.executable, "-m", "venv", str(venv)],
-                [str(python), "-m", "pip", "install", "--upgrade", *PACKAGES],
+                [str(python), "-m", "pip", "install", "--upgrade", *INSTALL],
             ]
             for step in steps:
                 if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
@@ -126,7 +130,9 @@ def rss2email_setup(
     folder.mkdir(parents=True, exist_ok=True)
     config_path, data = folder / "rss2email.cfg", folder / "rss2email.json"
     base = [str(venv / "bin" / "r2e"), "-c", str(config_path), "-d", str(data)]
-    subprocess.run([*base, "new", RECIPIENT], env=env, check=True, cwd=folder)
+    done = subprocess.run([*base, "new", RECIPIENT], env=env, cwd=folder, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"r2e new failed: {done.stderr.decode(errors='replace')[-2000:]}")
     config = configparser.ConfigParser(interpolation=None)
     config.read(config_path)
     config["DEFAULT"].update(
@@ -161,9 +167,9 @@ class SmtpSink(Child):
     def port(self) -> int:
         return int(self.hello["port"])
 
-    def messages(self) -> int:
-        """Messages accepted since the last call."""
-        return int(self.ask("stats")["messages"])
+    def stats(self) -> dict[str, Any]:
+        """Messages accepted, and the sink's CPU seconds, since the last call."""
+        return self.ask("stats")
 
 
 async def _sink(lifetime: float) -> None:
@@ -177,11 +183,14 @@ async def _sink(lifetime: float) -> None:
             return "250 OK"
 
     handler = Handler()
+    cpu_mark = time.process_time()
 
     def command(line: str) -> dict[str, Any]:
+        nonlocal cpu_mark
         if line.split() == ["stats"]:
             count, handler.messages = handler.messages, 0
-            return {"messages": count}
+            cpu, cpu_mark = time.process_time() - cpu_mark, time.process_time()
+            return {"messages": count, "cpu": cpu}
         return {"error": f"unknown command {line!r}"}
 
     loop = asyncio.get_running_loop()
