@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -393,7 +394,7 @@ def report(ctx: Context, rows: list[Row], floor: dict[str, Any], cores: int) -> 
     print(HEADER)
     for row in rows:
         print(format_row(row, n))
-    print(
+    legend = (
         f"(CPU: user+sys of the tool's process tree, from os.wait4; peak RSS: peak of the SUM of"
         f" RSS over the live process tree, sampled every {args.sample_ms:g} ms with psutil,"
         " MB = 10^6 bytes; 200/304/conns: the feed server's answers and TCP connections;"
@@ -402,6 +403,7 @@ def report(ctx: Context, rows: list[Row], floor: dict[str, Any], cores: int) -> 
         " anything else running: the runs share the cores with it, so a large value means a"
         " noisy run))"
     )
+    print(textwrap.fill(legend, width=100))
     floor_s = floor["parse_feed"] / cores
     print()
     print(
