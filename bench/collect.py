@@ -508,6 +508,11 @@ def main() -> None:
     parser.add_argument("--sample-ms", type=float, default=25, help="RSS sampling interval")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run before kill")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--escaped",
+        action="store_true",
+        help="post HTML entity-escaped (&lt;p&gt;) instead of in CDATA as LessWrong sends it",
+    )
     parser.add_argument("--parse-floor", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_floor:
@@ -539,12 +544,14 @@ def main() -> None:
         else:
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
         start = time.perf_counter()
-        feeds = write_feeds(folder / "feeds", args.feeds)
+        feeds = write_feeds(folder / "feeds", args.feeds, escaped=args.escaped)
         built = time.perf_counter() - start
         server = stack.enter_context(FeedServer(folder / "feeds", args.latency))
         ctx = Context(args, folder, feeds, server)
         print(
-            f"{feeds.count} feeds x 20 items, {feeds.total_bytes / feeds.count / 1000:.0f} kB"
+            f"{feeds.count} feeds x 20 items"
+            f" (post HTML {'entity-escaped' if args.escaped else 'in CDATA, as LessWrong has it'}),"
+            f" {feeds.total_bytes / feeds.count / 1000:.0f} kB"
             f" each ({feeds.total_bytes / MB:.0f} MB, built in {built:.1f} s), served on"
             f" 127.0.0.1:{server.port} with {args.latency * 1000:g} ms latency per request;"
             f" {len(feeds.changed)} changed for the second run, the rest answer 304"
