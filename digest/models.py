@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+
+def content_hash(content: str) -> str:
+    """What identifies a post's content: a change in it means a new summary."""
+    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +23,8 @@ class ParsedEntry:
     author: str
     published: datetime | None
     content: str
+    # Made by the parser (in a worker process), so the process that stores entries need not.
+    content_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

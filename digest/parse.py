@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import feedparser
 
 from digest.errors import FeedError
-from digest.models import ParsedEntry, ParsedFeed
+from digest.models import ParsedEntry, ParsedFeed, content_hash
 from digest.sanitize import html_to_text, sanitize_stored
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -140,6 +140,7 @@ def parse_feed(data: bytes, url: str, content_type: str | None = None) -> Parsed
                 author=_text(entry, "author"),
                 published=_when(entry),
                 content=content,
+                content_hash=content_hash(content),
             )
         )
     return ParsedFeed(title=clean_line(str(feed_info.get("title") or "")), entries=out)

@@ -41,10 +41,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from digest.errors import LockHeld, StoreError
-from digest.models import ParsedEntry
+from digest.models import ParsedEntry, content_hash
 
 SCHEMA_VERSION = 2
 
@@ -277,10 +278,6 @@ class NewDigest:
     items: Sequence[tuple[int, str, float, str, str]]
 
 
-def content_hash(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -441,9 +438,8 @@ class Store:
             counts = []
             for feed_id, record, parsed in collected:
                 counts.append(_add_entries(conn, self.dialect, feed_id, parsed, now))
-                conn.execute(
-                    update(feeds).where(feeds.c.id == feed_id).values(**_fetch_values(now, record))
-                )
+                statement, params = _feed_update(feed_id, _fetch_values(now, record), now)
+                conn.execute(statement, params)
         return counts
 
     def unsummarized(
@@ -919,11 +915,55 @@ def _fetch_values(now: datetime, record: FetchRecord) -> dict[str, Any]:
     else:
         values |= {
             "failures": feeds.c.failures + 1,
-            "failing_since": func.coalesce(feeds.c.failing_since, now),
+            # A bound parameter, not `now` itself: the statement is built once and reused.
+            "failing_since": func.coalesce(
+                feeds.c.failing_since, bindparam("b_now", type_=UTCDateTime())
+            ),
             "last_error_kind": record.error_kind,
             "next_fetch_at": record.next_fetch_at,
         }
     return values
+
+
+_FEED_UPDATES: dict[tuple[str, ...], Any] = {}
+
+
+def _feed_update(feed_id: int, values: dict[str, Any], now: datetime) -> tuple[Any, dict[str, Any]]:
+    """An UPDATE of one feed's row setting `values` (plain values or SQL expressions), built
+    once per set of columns and reused with bound parameters."""
+    plain = {k: v for k, v in values.items() if not isinstance(v, ColumnElement)}
+    shape = tuple(sorted(values)) + tuple(sorted(plain))
+    statement = _FEED_UPDATES.get(shape)
+    if statement is None:
+        statement = _FEED_UPDATES[shape] = (
+            update(feeds)
+            .where(feeds.c.id == bindparam("b_feed_id"))
+            .values({k: bindparam(f"b_{k}") if k in plain else v for k, v in values.items()})
+        )
+    params = {"b_feed_id": feed_id, **{f"b_{k}": v for k, v in plain.items()}}
+    if "failing_since" in values and "failing_since" not in plain:
+        params["b_now"] = now
+    return statement, params
+
+
+# Built once: a collect stores a thousand feeds, and building a statement costs more than
+# running it.
+_EXISTING_ENTRIES = (
+    select(entries.c.id, entries.c.key, entries.c.content_hash, entries.c.title)
+    .where(entries.c.feed_id == bindparam("b_feed"))
+    .where(entries.c.key.in_(bindparam("b_keys", expanding=True)))
+)
+_UPDATE_ENTRY = (
+    update(entries)
+    .where(entries.c.id == bindparam("b_id"))
+    .values(
+        title=bindparam("b_title"),
+        content=bindparam("b_content"),
+        content_hash=bindparam("b_hash"),
+        url=bindparam("b_url"),
+    )
+)
+_INSERTS: dict[str, Any] = {}
 
 
 def _add_entries(
@@ -934,15 +974,12 @@ def _add_entries(
         return 0
     existing = {
         r.key: r
-        for r in conn.execute(
-            select(entries.c.id, entries.c.key, entries.c.content_hash, entries.c.title)
-            .where(entries.c.feed_id == feed_id)
-            .where(entries.c.key.in_(list(unique)))
-        )
+        for r in conn.execute(_EXISTING_ENTRIES, {"b_feed": feed_id, "b_keys": list(unique)})
     }
     fresh = []
+    changed = []
     for key, p in unique.items():
-        digest_of = content_hash(p.content)
+        digest_of = p.content_hash or content_hash(p.content)
         row = existing.get(key)
         if row is None:
             fresh.append(
@@ -962,13 +999,22 @@ def _add_entries(
                 }
             )
         elif row.content_hash != digest_of or row.title != p.title:
-            conn.execute(
-                update(entries)
-                .where(entries.c.id == row.id)
-                .values(title=p.title, content=p.content, content_hash=digest_of, url=p.url)
+            changed.append(
+                {
+                    "b_id": row.id,
+                    "b_title": p.title,
+                    "b_content": p.content,
+                    "b_hash": digest_of,
+                    "b_url": p.url,
+                }
             )
+    if changed:
+        conn.execute(_UPDATE_ENTRY, changed)
     if fresh:
-        conn.execute(_insert_ignore(dialect, entries, ("feed_id", "key")), fresh)
+        insert = _INSERTS.get(dialect)
+        if insert is None:
+            insert = _INSERTS[dialect] = _insert_ignore(dialect, entries, ("feed_id", "key"))
+        conn.execute(insert, fresh)
     return len(fresh)
 
 
