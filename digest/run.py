@@ -11,7 +11,6 @@ from digest.collect import FeedOutcome, Progress, collect
 from digest.config import Settings
 from digest.deliver import DeliveryOutcome, DeliveryReport, deliver
 from digest.mailer import Mailer
-from digest.plan import write_due_digests
 from digest.store import FeedState, Store, SubscriberRow
 from digest.summaries import summarize_pending
 
@@ -184,5 +183,8 @@ async def _write_and_deliver(
     report: RunReport,
 ) -> None:
     await summarize_pending(store, now, settings.collect.processes)
+    # Planning brings templates, CSS inlining and ranking: `digest collect` never loads them.
+    from digest.plan import write_due_digests
+
     report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
     report.delivery = await deliver(settings, store, now, mailer_factory)
