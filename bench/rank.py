@@ -16,6 +16,9 @@ ways:
 - posts uncached: the per-post cache emptied before every repeat, in a process whose per-word
   caches have seen these posts (what earlier versions of this bench called cold: it
   understates the first subscriber's cost);
+- cold with stored features: the same, but the call is `preload` of each post's
+  `post_features` (made beforehand by another process, as the summarize step makes them and
+  the store keeps them) and then `select`, timed together; `preload` alone is timed too;
 - warm: the same 500 posts for another subscriber with a different interest list, after one
   call for a first subscriber filled the per-post cache: what each further subscriber of a
   run costs (a run ranks the same posts for every subscriber).
@@ -210,7 +213,7 @@ def time_one_call(what: str, blobs_path: str = "") -> None:
     """Child of `fresh_process_ms`: build the inputs, then time one call and print it.
 
     "select-stored" times `preload` of the features in `blobs_path` (made by another process,
-    read before the clock starts) and then `select`.
+    read before the clock starts) and then `select`; "preload" the `preload` alone.
     """
     rank_mod.set_semantic(False)
     spec = json.loads((FIXTURES / "ranking" / "relevance.json").read_text())
@@ -222,6 +225,8 @@ def time_one_call(what: str, blobs_path: str = "") -> None:
     elif what == "select-stored":
         rank_mod.preload(zip(t.cands, blobs, strict=True))
         rank_mod.select(t.profile, t.cands, t.now)
+    elif what == "preload":
+        rank_mod.preload(zip(t.cands, blobs, strict=True))
     else:
         rank_mod.rank(list(t.interests), t.big)
     print((time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000)
@@ -306,6 +311,7 @@ def main() -> int:
         Path(blobs_path).write_bytes(marshal.dumps(blobs))
         load_before = os.getloadavg()[0]
         sel_stored = fresh_process_ms("select-stored", n, blobs_path)
+        preload_only = fresh_process_ms("preload", n, blobs_path)
     sel_fresh = fresh_process_ms("select", n)
     sel_cold = median_ms(lambda: rank_mod.select(profile, cands, now), n, before=cold)
     sel_warm = median_ms(lambda: rank_mod.select(t.other, cands, now), n, before=warm_select)
@@ -343,6 +349,7 @@ def main() -> int:
     for name, (wall, cpu) in (
         ("select, cold          ", sel_fresh),
         ("select, cold with stored features", sel_stored),
+        ("  of which preload of 500 posts (alone)", preload_only),
         ("select, posts uncached", sel_cold),
         ("select, warm          ", sel_warm),
         ("rank,   cold          ", rank_fresh),

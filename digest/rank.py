@@ -255,9 +255,9 @@ def _lead(text: str) -> str:
 # to catch a change that forgot to.)
 FEATURES_VERSION = "rank-1"
 # Shingle fingerprints are hashes of tuples of ints (see `dedup.shingles`): the same in every
-# process of one Python build, but not promised across Python versions. Blobs carry this and
-# are not used where the hashes differ.
-_HASHING = f"{sys.hash_info.algorithm}/{sys.hash_info.width}/{hash((1, 2, 3, 4))}"
+# process of one Python build (whatever PYTHONHASHSEED), but not promised across Python
+# versions or word sizes. Blobs carry this and are not used where tuples hash differently.
+_HASHING = f"tuple-hash/{sys.hash_info.width}/{hash((1, 2, 3, 4))}"
 # marshal version 2 writes no back-references, which later versions add depending on objects'
 # reference counts: the same features always give the same bytes.
 _MARSHAL_VERSION = 2

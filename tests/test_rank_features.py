@@ -278,8 +278,8 @@ def test_bytes_do_not_depend_on_the_hash_seed_or_on_caches() -> None:
 # features are computed (textindex, dedup's analyses, rank's fields) changes these bytes: then
 # bump FEATURES_VERSION, so that features stored by the old code are not used, and update this.
 PINNED = {
-    ("rank-1", "siphash13/64/590899387183067792"): (
-        "f58ba84cc94871ca842b7b08f103951b0d2304e3d904c98ea23411a8905d4fe7"
+    ("rank-1", "tuple-hash/64/590899387183067792"): (
+        "5bb9e4e0c8b8ab4271c4ddb4bdec41f0368940b9bb7c2eefab2dc6f67b12e2ae"
     ),
 }
 
