@@ -28,6 +28,7 @@ import marshal
 import math
 import os
 import sys
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -253,7 +254,7 @@ def _lead(text: str) -> str:
 # reading and tokenizing of `textindex`, the title and URL analyses and shingles of `dedup`,
 # the fields of `_Post`. (`tests/test_rank_features.py` pins the bytes made from the fixtures
 # to catch a change that forgot to.)
-FEATURES_VERSION = "rank-1"
+FEATURES_VERSION = "rank-2"
 # Shingle fingerprints are hashes of tuples of ints (see `dedup.shingles`): the same in every
 # process of one Python build (whatever PYTHONHASHSEED), but not promised across Python
 # versions or word sizes. Blobs carry this and are not used where tuples hash differently.
@@ -298,26 +299,15 @@ def post_features(
     another summary, title, URL or content (even one of another length) are not used.
     """
     post, used = _analyse(url, title, summary, published, content)
-    title_terms, summary_terms, body = post.fields
-    # Terms as one string of the distinct ones and their positions in it: loads with a few C
-    # calls, where a list of strings would take one object per term.
-    vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(t, len(vocab)) for t in chain(title_terms, summary_terms, body)]
-    # One byte per position for the usual few hundred distinct terms: ints below 256 are
-    # shared objects in CPython, so reading them back allocates nothing.
-    typecode = "B" if len(vocab) <= 256 else "I"
     r = post.record
-    return marshal.dumps(
+    return _seal(
         (
             FEATURES_VERSION,
             _HASHING,
             _source_digest(url, title, summary, len(content), content[:used]),
             used,
-            " ".join(vocab),
-            typecode,
-            _ints(ids, typecode),
-            len(title_terms),
-            len(summary_terms),
+            # Terms never contain whitespace; one str per field loads with one split.
+            *(" ".join(f) for f in post.fields),
             post.text,
             r.url_key,
             tuple(sorted(r.titles)),
@@ -326,27 +316,42 @@ def post_features(
             r.reply,
             bool(r.post_id),
             _ints(sorted(r.shingles), "q"),
-        ),
-        _MARSHAL_VERSION,
+        )
     )
+
+
+# What a blob holds: strings, bytes, ints and tuples of strings (all that marshal writes).
+_Stored = tuple[str | bytes | int | tuple[str, ...], ...]
+
+
+def _seal(features: _Stored) -> bytes:
+    """The features' bytes, and a checksum of them (a damaged blob may still unmarshal)."""
+    data = marshal.dumps(features, _MARSHAL_VERSION)
+    return data + zlib.crc32(data).to_bytes(4, "little")
+
+
+def _unseal(blob: bytes) -> Any:
+    """What `_seal` sealed, or None when the checksum does not match."""
+    data = blob[:-4]
+    if len(blob) < 4 or zlib.crc32(data) != int.from_bytes(blob[-4:], "little"):
+        return None
+    return marshal.loads(data)
 
 
 def _load(c: Candidate, blob: bytes) -> tuple[_Post, str] | None:
     """The post made from `c`'s stored features, and the leading part of its content they
     depend on; None when they are not from this version or not from these fields."""
-    got = marshal.loads(blob)
-    if got[0] != FEATURES_VERSION or got[1] != _HASHING:
+    got = _unseal(blob)
+    if got is None or got[0] != FEATURES_VERSION or got[1] != _HASHING:
         return None
     (
         _,
         _,
         digest,
         used,
-        vocab_str,
-        typecode,
-        ids,
-        n_title,
-        n_summary,
+        title_str,
+        summary_str,
+        body_str,
         text,
         url_key,
         titles,
@@ -362,9 +367,9 @@ def _load(c: Candidate, blob: bytes) -> tuple[_Post, str] | None:
         c.url, c.title, c.summary, len(content), source
     ):
         return None
-    vocab: list[str] = vocab_str.split(" ") if vocab_str else []
-    seq = list(map(vocab.__getitem__, _from_ints(ids, typecode)))
-    fields = (seq[:n_title], seq[n_title : n_title + n_summary], seq[n_title + n_summary :])
+    fields = (title_str.split(), summary_str.split(), body_str.split())
+    present = set(fields[2])
+    present.update(fields[0], fields[1])
     fps = _from_ints(shingles, "q")
     record = Record.restored(
         url=c.url,
@@ -383,9 +388,9 @@ def _load(c: Candidate, blob: bytes) -> tuple[_Post, str] | None:
     post = _Post(
         text=text,
         record=record,
-        present=set(vocab),
+        present=present,
         fields=fields,
-        title_joined=" " + " ".join(fields[0]) + " ",
+        title_joined=f" {title_str} ",
     )
     return post, source
 

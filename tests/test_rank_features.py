@@ -157,20 +157,26 @@ def broken(c: Candidate, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     with monkeypatch.context() as m:
         m.setattr(rank_module, "_HASHING", "siphash13/64/0")
         other_python = features(c)
-    fields = marshal.loads(good)
+    seal = rank_module._seal
+    fields = rank_module._unseal(good)
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 1
     return [
         b"",
         b"\x00garbage",
         good[: len(good) // 2],
         good[:-1],
+        bytes(flipped),
+        good[:-4] + bytes(4),
+        marshal.dumps(fields),  # no checksum
         old_version,
         other_python,
-        marshal.dumps(rank_module.FEATURES_VERSION),
-        marshal.dumps((rank_module.FEATURES_VERSION, rank_module._HASHING)),
-        marshal.dumps(fields[:-1]),
-        marshal.dumps((*fields[:3], 10**9, *fields[4:])),  # more content than there is
-        marshal.dumps((*fields[:6], b"\xff" * 40, *fields[7:])),  # ids out of range
-        marshal.dumps((*fields[:5], "Q", *fields[6:])),
+        seal(rank_module.FEATURES_VERSION),  # type: ignore[arg-type]
+        seal((rank_module.FEATURES_VERSION, rank_module._HASHING)),
+        seal(fields[:-1]),
+        seal((*fields[:3], 10**9, *fields[4:])),  # more content than there is
+        seal((*fields[:4], 7, *fields[5:])),  # not a string of terms
+        seal((*fields[:-1], b"\x01\x02\x03")),  # not 8-byte fingerprints
         marshal.dumps(compile("1", "x", "eval")),
     ]
 
@@ -278,8 +284,8 @@ def test_bytes_do_not_depend_on_the_hash_seed_or_on_caches() -> None:
 # features are computed (textindex, dedup's analyses, rank's fields) changes these bytes: then
 # bump FEATURES_VERSION, so that features stored by the old code are not used, and update this.
 PINNED = {
-    ("rank-1", "tuple-hash/64/590899387183067792"): (
-        "5bb9e4e0c8b8ab4271c4ddb4bdec41f0368940b9bb7c2eefab2dc6f67b12e2ae"
+    ("rank-2", "tuple-hash/64/590899387183067792"): (
+        "7f8f8ebda4d7ff1b80cf90b3b9b64b843f36742e17d09de45146f57dd1f7597a"
     ),
 }
 
