@@ -16,6 +16,9 @@ ways:
 - posts uncached: the per-post cache emptied before every repeat, in a process whose per-word
   caches have seen these posts (what earlier versions of this bench called cold: it
   understates the first subscriber's cost);
+- cold with stored features: the same, but the call is `preload` of each post's
+  `post_features` (made beforehand by another process, as the summarize step makes them and
+  the store keeps them) and then `select`, timed together; `preload` alone is timed too;
 - warm: the same 500 posts for another subscriber with a different interest list, after one
   call for a first subscriber filled the per-post cache: what each further subscriber of a
   run costs (a run ranks the same posts for every subscriber).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import marshal
 import math
 import os
 import random
@@ -32,6 +36,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
@@ -197,26 +202,43 @@ def timing_inputs(posts: list[dict[str, Any]], spec: dict[str, Any]) -> TimingIn
 FRESH_FLAG = "--time-one-call-in-this-process"
 
 
-def time_one_call(what: str) -> None:
-    """Child of `fresh_process_ms`: build the inputs, then time one call and print it."""
+def stored_features(cands: list[Candidate]) -> list[bytes]:
+    """Each candidate's `post_features`, as the summarize step stores them."""
+    return [
+        rank_mod.post_features(c.url, c.title, c.summary, c.published, c.content) for c in cands
+    ]
+
+
+def time_one_call(what: str, blobs_path: str = "") -> None:
+    """Child of `fresh_process_ms`: build the inputs, then time one call and print it.
+
+    "select-stored" times `preload` of the features in `blobs_path` (made by another process,
+    read before the clock starts) and then `select`; "preload" the `preload` alone.
+    """
     rank_mod.set_semantic(False)
     spec = json.loads((FIXTURES / "ranking" / "relevance.json").read_text())
     t = timing_inputs(load_posts(), spec)
+    blobs = marshal.loads(Path(blobs_path).read_bytes()) if blobs_path else []
     t0, c0 = time.perf_counter(), time.process_time()
     if what == "select":
         rank_mod.select(t.profile, t.cands, t.now)
+    elif what == "select-stored":
+        rank_mod.preload(zip(t.cands, blobs, strict=True))
+        rank_mod.select(t.profile, t.cands, t.now)
+    elif what == "preload":
+        rank_mod.preload(zip(t.cands, blobs, strict=True))
     else:
         rank_mod.rank(list(t.interests), t.big)
     print((time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000)
 
 
-def fresh_process_ms(what: str, repeats: int) -> tuple[float, float]:
+def fresh_process_ms(what: str, repeats: int, blobs_path: str = "") -> tuple[float, float]:
     """Median wall-clock and CPU milliseconds of one `what` call, each in a new process: no
     cache of any kind (per-post, per-word, string hashes) has seen the posts."""
     wall, cpu = [], []
     for _ in range(repeats):
         out = subprocess.run(
-            [sys.executable, __file__, FRESH_FLAG, what],
+            [sys.executable, __file__, FRESH_FLAG, what, blobs_path],
             check=True,
             capture_output=True,
             text=True,
@@ -283,7 +305,13 @@ def main() -> int:
         rank_mod._QUERY_CACHE.clear()
 
     n = 15
-    load_before = os.getloadavg()[0]
+    blobs = stored_features(cands)
+    with tempfile.TemporaryDirectory() as tmp:
+        blobs_path = os.path.join(tmp, "features.marshal")
+        Path(blobs_path).write_bytes(marshal.dumps(blobs))
+        load_before = os.getloadavg()[0]
+        sel_stored = fresh_process_ms("select-stored", n, blobs_path)
+        preload_only = fresh_process_ms("preload", n, blobs_path)
     sel_fresh = fresh_process_ms("select", n)
     sel_cold = median_ms(lambda: rank_mod.select(profile, cands, now), n, before=cold)
     sel_warm = median_ms(lambda: rank_mod.select(t.other, cands, now), n, before=warm_select)
@@ -307,11 +335,21 @@ def main() -> int:
         "words before (what earlier versions of this bench called cold)"
     )
     print(
+        "  cold with stored features = the same, after `preload` of each post's "
+        "`post_features` (made by another process, as the summarize step does): preload + select"
+    )
+    print(
         f"  warm = same posts, another subscriber ({len(t.other_interests)} other interests), "
         "after one call cached the posts (each further subscriber)"
     )
+    print(
+        f"  stored features: {statistics.mean(map(len, blobs)):.0f} bytes per post on average "
+        f"(max {max(map(len, blobs))})"
+    )
     for name, (wall, cpu) in (
         ("select, cold          ", sel_fresh),
+        ("select, cold with stored features", sel_stored),
+        ("  of which preload of 500 posts (alone)", preload_only),
         ("select, posts uncached", sel_cold),
         ("select, warm          ", sel_warm),
         ("rank,   cold          ", rank_fresh),
@@ -343,7 +381,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == FRESH_FLAG:
-        time_one_call(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == FRESH_FLAG:
+        time_one_call(sys.argv[2], sys.argv[3])
         sys.exit(0)
     sys.exit(main())

@@ -186,6 +186,32 @@ class Record:
         self.sketch = _smallest(self.shingles)
         self.tokens = None
 
+    @classmethod
+    def restored(
+        cls,
+        *,
+        url: str,
+        title: str,
+        published: datetime | None,
+        text: str,
+        url_key: str,
+        titles: frozenset[str],
+        title_terms: frozenset[str],
+        title_marks: frozenset[str],
+        reply: bool,
+        post_id: str,
+        shingles: frozenset[int],
+        sketch: tuple[int, ...],
+    ) -> Record:
+        """A record with its analyses given (saved from one built the usual way), without
+        redoing them."""
+        r = object.__new__(cls)
+        r.url, r.title, r.published, r.text, r.tokens = url, title, published, text, None
+        r.url_key, r.titles, r.title_terms = url_key, titles, title_terms
+        r.title_marks, r.reply, r.post_id = title_marks, reply, post_id
+        r.shingles, r.sketch = shingles, sketch
+        return r
+
 
 def canonical_url(url: str) -> str:
     """A key equal for the same page reached through mirrors or with tracking parameters.

@@ -23,10 +23,15 @@ cap; muted posts are never featured; everything else goes to `more`, best first.
 from __future__ import annotations
 
 import gc
+import hashlib
+import marshal
 import math
 import os
+import sys
+import zlib
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, repeat
@@ -34,7 +39,7 @@ from operator import itemgetter, mul
 from typing import Any
 
 from digest import rank_cache, rank_semantic
-from digest.dedup import Record, cluster, parse_when
+from digest.dedup import SKETCH, Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
 from digest.textindex import chunks, term_seq, terms, visible_span
@@ -172,7 +177,7 @@ class _Post:
     functions of `fields`).
     """
 
-    text: str  # visible text of the opening, whitespace not collapsed
+    text: str  # start of the opening's visible text (`_lead`), whitespace not collapsed
     record: Record
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
@@ -207,22 +212,214 @@ def _post(c: Candidate) -> _Post:
     key = rank_cache.post_key(c.url, c.title, c.summary, c.published, c.content)
     got = _POSTS.lookup(key, c.content)
     if got is None:
-        text, used = visible_span(c.content)
-        body = term_seq(chunks(text))
-        record = Record(url=c.url, title=c.title, published=c.published, text=text, tokens=body)
-        title_terms = terms(c.title)
-        summary_terms = terms(c.summary) if c.summary else []
-        present = set(body)
-        present.update(title_terms, summary_terms)
-        got = _Post(
-            text=text,
-            record=record,
-            present=present,
-            fields=(title_terms, summary_terms, body),
-            title_joined=" " + " ".join(title_terms) + " ",
-        )
+        got, used = _analyse(c.url, c.title, c.summary, c.published, c.content)
         _POSTS.store(key, c.content[:used], got)
     return got
+
+
+def _analyse(
+    url: str, title: str, summary: str, published: datetime | None, content: str
+) -> tuple[_Post, int]:
+    """A post's features, and how many leading characters of `content` they depend on."""
+    text, used = visible_span(content)
+    body = term_seq(chunks(text))
+    lead = _lead(text)
+    # `tokens` given, the record does not read `text`: it keeps what is stored of it.
+    record = Record(url=url, title=title, published=published, text=lead, tokens=body)
+    title_terms = terms(title)
+    summary_terms = terms(summary) if summary else []
+    present = set(body)
+    present.update(title_terms, summary_terms)
+    post = _Post(
+        text=lead,
+        record=record,
+        present=present,
+        fields=(title_terms, summary_terms, body),
+        title_joined=" " + " ".join(title_terms) + " ",
+    )
+    return post, used
+
+
+def _lead(text: str) -> str:
+    """The start of `text` through its SEMANTIC_WORDS-th word: all `_semantic` reads of it."""
+    parts = text.split(None, SEMANTIC_WORDS)
+    if len(parts) <= SEMANTIC_WORDS:
+        return text
+    return text[: len(text) - len(parts[-1])].rstrip()
+
+
+# --------------------------------------------------------------------------- stored features
+
+# Bump when what `post_features` stores, or how any of it is computed, changes: the HTML
+# reading and tokenizing of `textindex`, the title and URL analyses and shingles of `dedup`,
+# the fields of `_Post`. (`tests/test_rank_features.py` pins the bytes made from the fixtures
+# to catch a change that forgot to.)
+FEATURES_VERSION = "rank-2"
+# Shingle fingerprints are hashes of tuples of ints (see `dedup.shingles`): the same in every
+# process of one Python build (whatever PYTHONHASHSEED), but not promised across Python
+# versions or word sizes. Blobs carry this and are not used where tuples hash differently.
+_HASHING = f"tuple-hash/{sys.hash_info.width}/{hash((1, 2, 3, 4))}"
+# marshal version 2 writes no back-references, which later versions add depending on objects'
+# reference counts: the same features always give the same bytes.
+_MARSHAL_VERSION = 2
+
+
+def _source_digest(url: str, title: str, summary: str, length: int, source: str) -> bytes:
+    """What a blob's features were computed from: the fields, the content's length and the
+    leading part of the content the features depend on (`source`)."""
+    h = hashlib.sha256(f"{len(url)} {len(title)} {len(summary)} {length}\n".encode())
+    h.update((url + title + summary).encode("utf-8", "surrogatepass"))
+    h.update(source.encode("utf-8", "surrogatepass"))
+    return h.digest()[:16]
+
+
+def _ints(values: Sequence[int], typecode: str) -> bytes:
+    """Little-endian array bytes (the blobs may be read on another machine)."""
+    arr = array(typecode, values)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def _from_ints(data: bytes, typecode: str) -> array[int]:
+    arr = array(typecode)
+    arr.frombytes(data)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr
+
+
+def post_features(
+    url: str, title: str, summary: str, published: datetime | None, content: str
+) -> bytes:
+    """Everything `select` needs about a post that depends only on these fields, as bytes for
+    `preload` in another process: the same bytes for the same input in every process.
+
+    Pass exactly what `select` will be given as the `Candidate`'s fields: features made from
+    another summary, title, URL or content (even one of another length) are not used.
+    """
+    post, used = _analyse(url, title, summary, published, content)
+    r = post.record
+    return _seal(
+        (
+            FEATURES_VERSION,
+            _HASHING,
+            _source_digest(url, title, summary, len(content), content[:used]),
+            used,
+            # Terms never contain whitespace; one str per field loads with one split.
+            *(" ".join(f) for f in post.fields),
+            post.text,
+            r.url_key,
+            tuple(sorted(r.titles)),
+            tuple(sorted(r.title_terms)),
+            tuple(sorted(r.title_marks)),
+            r.reply,
+            bool(r.post_id),
+            _ints(sorted(r.shingles), "q"),
+        )
+    )
+
+
+# What a blob holds: strings, bytes, ints and tuples of strings (all that marshal writes).
+_Stored = tuple[str | bytes | int | tuple[str, ...], ...]
+
+
+def _seal(features: _Stored) -> bytes:
+    """The features' bytes, and a checksum of them (a damaged blob may still unmarshal)."""
+    data = marshal.dumps(features, _MARSHAL_VERSION)
+    return data + zlib.crc32(data).to_bytes(4, "little")
+
+
+def _unseal(blob: bytes) -> Any:
+    """What `_seal` sealed, or None when the checksum does not match."""
+    data = blob[:-4]
+    if len(blob) < 4 or zlib.crc32(data) != int.from_bytes(blob[-4:], "little"):
+        return None
+    return marshal.loads(data)
+
+
+def _load(c: Candidate, blob: bytes) -> tuple[_Post, str] | None:
+    """The post made from `c`'s stored features, and the leading part of its content they
+    depend on; None when they are not from this version or not from these fields."""
+    got = _unseal(blob)
+    if got is None or got[0] != FEATURES_VERSION or got[1] != _HASHING:
+        return None
+    (
+        _,
+        _,
+        digest,
+        used,
+        title_str,
+        summary_str,
+        body_str,
+        text,
+        url_key,
+        titles,
+        title_terms,
+        title_marks,
+        reply,
+        has_post_id,
+        shingles,
+    ) = got
+    content = c.content
+    source = content[:used]
+    if used > len(content) or digest != _source_digest(
+        c.url, c.title, c.summary, len(content), source
+    ):
+        return None
+    fields = (title_str.split(), summary_str.split(), body_str.split())
+    present = set(fields[2])
+    present.update(fields[0], fields[1])
+    fps = _from_ints(shingles, "q")
+    record = Record.restored(
+        url=c.url,
+        title=c.title,
+        published=c.published,
+        text=text,
+        url_key=url_key,
+        titles=frozenset(titles),
+        title_terms=frozenset(title_terms),
+        title_marks=frozenset(title_marks),
+        reply=reply,
+        post_id=url_key if has_post_id else "",
+        shingles=frozenset(fps),
+        sketch=tuple(fps[:SKETCH]),  # `fps` is sorted
+    )
+    post = _Post(
+        text=text,
+        record=record,
+        present=present,
+        fields=fields,
+        title_joined=f" {title_str} ",
+    )
+    return post, source
+
+
+def preload(posts: Iterable[tuple[Candidate, bytes]]) -> None:
+    """Put features made by `post_features` into this process's cache, so that `select` over
+    these candidates does not compute them again.
+
+    Features of another FEATURES_VERSION, made from other fields than the candidate's, or
+    that do not load are skipped (`select` computes those posts' features itself).
+    """
+    # As in `_select`: many small objects are made and none freed, no cyclic GC passes.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for c, blob in posts:
+            key = rank_cache.post_key(c.url, c.title, c.summary, c.published, c.content)
+            if _POSTS.lookup(key, c.content) is not None:
+                continue
+            try:
+                got = _load(c, blob)
+            except Exception:  # a damaged blob: whatever marshal or the unpacking raise
+                continue
+            if got is not None:
+                post, source = got
+                _POSTS.store(key, source, post)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 @dataclass(slots=True)
@@ -233,7 +430,7 @@ class _Doc:
     n_words: int
     when: datetime | None
     weight: float
-    text: str  # visible text of the opening, whitespace not collapsed
+    text: str  # start of the opening's visible text (`_lead`), whitespace not collapsed
     post: _Post
     norms: tuple[float, float, float] = (1.0, 1.0, 1.0)  # BM25F length norms, set by _Index
     vector: dict[str, float] = field(default_factory=dict)

@@ -7,6 +7,9 @@ and then looked up. Entries are keyed by everything they are computed from (see 
 and an entry is only used for a post whose content starts with the part of the content the
 entry was computed from (see `PostCache`), so an edited post is recomputed; the caches are LRU
 and bounded.
+
+The first subscriber of a process need not compute them either: `rank.post_features` makes a
+post's features once, as bytes the store keeps, and `rank.preload` puts them in the cache.
 """
 
 from __future__ import annotations
