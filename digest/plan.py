@@ -27,10 +27,9 @@ from digest.store import (
     Store,
     SubscriberRow,
 )
-from digest.summaries import summary_key
+from digest.summaries import OPENING_CHARS, features_key, summary_key
 
 # Ranking reads a post's opening (its first ~150 words); HTML around them is rarely longer.
-OPENING_CHARS = 12_000
 
 
 def write_due_digests(
@@ -134,7 +133,27 @@ def _select(
         row.id, [feed_rows[f.name].id for f in feeds], since, now, opening_chars=OPENING_CHARS
     )
     candidates = _with_summaries(store, rows, {f.name: f.weight for f in settings.feeds})
+    _preload_features(store, rows, candidates)
     return rank.select(_profile(sub, feeds), candidates, now)
+
+
+# Entries whose stored ranking features this process has loaded (each once per process).
+_PRELOADED: set[int] = set()
+
+
+def _preload_features(
+    store: Store, rows: Sequence[EntryRow], candidates: Sequence[Candidate]
+) -> None:
+    """Hand the ranker the features the summarize step stored, so the first subscriber of a
+    run does not compute them for every post."""
+    if len(_PRELOADED) > 100_000:
+        _PRELOADED.clear()
+    wanted = {
+        r.id: features_key(r.content_hash) for r in rows if r.id not in _PRELOADED and r.summary
+    }
+    blobs = store.rank_features(list(wanted), wanted)
+    rank.preload((c, blobs[c.entry_id]) for c in candidates if c.entry_id in blobs)
+    _PRELOADED.update(blobs)
 
 
 def preview_html(settings: Settings, email: str, now: datetime) -> str:

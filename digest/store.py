@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +122,10 @@ entries = Table(
     Column("summary", Text),
     Column("summary_key", String(100)),
     Column("reading_minutes", Integer, nullable=False, default=0),
+    # Schema 2: the post's ranking features (rank.post_features), made with its summary, and
+    # what they were made for (summary key + features version).
+    Column("rank_features", LargeBinary),
+    Column("features_key", String(160)),
     UniqueConstraint("feed_id", "key", name="uq_entries_feed_key"),
 )
 Index("ix_entries_feed_seen", entries.c.feed_id, entries.c.first_seen)
@@ -443,23 +447,48 @@ class Store:
         return counts
 
     def unsummarized(
-        self, since: datetime, version: str, after_id: int = 0, limit: int = 1000
-    ) -> list[tuple[int, str, str, str]]:
-        """(id, title, content, content_hash) of entries first seen after `since` with no summary
-        from this summarizer `version` for their current content; a page of them by id."""
-        current = entries.c.content_hash + literal(":" + version)
+        self, since: datetime, key_suffix: str, after_id: int = 0, limit: int = 1000
+    ) -> list[tuple[int, str, str, str, datetime | None, str]]:
+        """(id, url, title, content, published, content_hash) of entries first seen after
+        `since` whose summary or ranking features were not made for their current content
+        (`features_key` = content hash + `key_suffix`); a page of them by id."""
+        current = entries.c.content_hash + literal(key_suffix)
         query = (
-            select(entries.c.id, entries.c.title, entries.c.content, entries.c.content_hash)
+            select(
+                entries.c.id,
+                entries.c.url,
+                entries.c.title,
+                entries.c.content,
+                entries.c.published,
+                entries.c.content_hash,
+            )
             .where(entries.c.first_seen > since)
-            .where((entries.c.summary_key.is_(None)) | (entries.c.summary_key != current))
+            .where((entries.c.features_key.is_(None)) | (entries.c.features_key != current))
             .where(entries.c.id > after_id)
             .order_by(entries.c.id)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(r.id, r.title, r.content, r.content_hash) for r in conn.execute(query)]
+            return [
+                (r.id, r.url, r.title, r.content, r.published, r.content_hash)
+                for r in conn.execute(query)
+            ]
 
-    # ---- subscribers --------------------------------------------------------------------
+    def rank_features(
+        self, entry_ids: Sequence[int], features_keys: Mapping[int, str]
+    ) -> dict[int, bytes]:
+        """Stored ranking features of these entries, where made for the given key."""
+        if not entry_ids:
+            return {}
+        query = select(entries.c.id, entries.c.rank_features, entries.c.features_key).where(
+            entries.c.id.in_(list(entry_ids))
+        )
+        with self.engine.connect() as conn:
+            return {
+                r.id: bytes(r.rank_features)
+                for r in conn.execute(query)
+                if r.rank_features is not None and r.features_key == features_keys.get(r.id)
+            }
 
     def sync_subscribers(self, emails: Sequence[str], now: datetime) -> dict[str, SubscriberRow]:
         keyed = {e.lower(): e for e in emails}
@@ -543,25 +572,38 @@ class Store:
             )
             return {r.id: r.content for r in rows}
 
-    def save_summaries(self, values: Sequence[tuple[int, str, str, int]]) -> None:
-        """(entry_id, summary, summary_key, reading_minutes) for each entry."""
-        if not values:
-            return
-        statement = (
-            update(entries)
-            .where(entries.c.id == bindparam("b_id"))
-            .values(
-                summary=bindparam("b_summary"),
-                summary_key=bindparam("b_key"),
-                reading_minutes=bindparam("b_minutes"),
-            )
-        )
-        rows = [
-            {"b_id": entry_id, "b_summary": summary, "b_key": key, "b_minutes": minutes}
-            for entry_id, summary, key, minutes in values
-        ]
+    def save_summaries(
+        self, values: Sequence[tuple[int, str, str, int] | tuple[int, str, str, int, bytes, str]]
+    ) -> None:
+        """(entry_id, summary, summary_key, reading_minutes[, rank_features, features_key]) for
+        each entry."""
+        plain = [v for v in values if len(v) == 4]
+        full = [v for v in values if len(v) == 6]
         with self.engine.begin() as conn:
-            conn.execute(statement, rows)
+            if plain:
+                conn.execute(
+                    _SAVE_SUMMARY,
+                    [
+                        {"b_id": v[0], "b_summary": v[1], "b_key": v[2], "b_minutes": v[3]}
+                        for v in plain
+                    ],
+                )
+            if full:
+                conn.execute(
+                    _SAVE_SUMMARY_AND_FEATURES,
+                    [
+                        {
+                            "b_id": v[0],
+                            "b_summary": v[1],
+                            "b_key": v[2],
+                            "b_minutes": v[3],
+                            "b_features": v[4],
+                            "b_features_key": v[5],
+                        }
+                        for v in full
+                        if len(v) == 6
+                    ],
+                )
 
     def create_digest(self, new: NewDigest) -> int | None:
         """Write a digest and its entries in one transaction.
@@ -964,6 +1006,18 @@ _UPDATE_ENTRY = (
     )
 )
 _INSERTS: dict[str, Any] = {}
+_SAVE_SUMMARY = (
+    update(entries)
+    .where(entries.c.id == bindparam("b_id"))
+    .values(
+        summary=bindparam("b_summary"),
+        summary_key=bindparam("b_key"),
+        reading_minutes=bindparam("b_minutes"),
+    )
+)
+_SAVE_SUMMARY_AND_FEATURES = _SAVE_SUMMARY.values(
+    rank_features=bindparam("b_features"), features_key=bindparam("b_features_key")
+)
 
 
 def _add_entries(

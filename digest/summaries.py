@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 
+from digest import rank
 from digest.store import Store
 from digest.summarize import SUMMARIZER_VERSION, reading_minutes, summarize
 
@@ -19,11 +20,18 @@ HORIZON = timedelta(days=45)
 PAGE = 2000
 # Below this many posts, starting worker processes costs more than it saves.
 POOL_MIN = 200
+# Ranking reads a post's opening, not all of it: this many characters of its HTML.
+OPENING_CHARS = 12_000
 
 
 def summary_key(content_hash: str) -> str:
     """What a cached summary is valid for: this content, this summarizer."""
     return f"{content_hash}:{SUMMARIZER_VERSION}"
+
+
+def features_key(content_hash: str) -> str:
+    """What stored ranking features are valid for: this content and summary, this ranker."""
+    return f"{summary_key(content_hash)}:{rank.FEATURES_VERSION}"
 
 
 async def summarize_pending(store: Store, now: datetime, processes: int = 0) -> int:
@@ -34,7 +42,8 @@ async def summarize_pending(store: Store, now: datetime, processes: int = 0) -> 
     pool: ProcessPoolExecutor | None = None
     try:
         after = 0
-        while page := store.unsummarized(now - HORIZON, SUMMARIZER_VERSION, after, PAGE):
+        suffix = features_key("")
+        while page := store.unsummarized(now - HORIZON, suffix, after, PAGE):
             after = page[-1][0]
             if pool is None and workers > 1 and len(page) >= POOL_MIN:
                 pool = ProcessPoolExecutor(workers)
@@ -54,9 +63,22 @@ async def summarize_pending(store: Store, now: datetime, processes: int = 0) -> 
 
 
 def _summarize_batch(
-    rows: Sequence[tuple[int, str, str, str]],
-) -> list[tuple[int, str, str, int]]:
-    return [
-        (entry_id, summarize(title, content), summary_key(digest), reading_minutes(content))
-        for entry_id, title, content, digest in rows
-    ]
+    rows: Sequence[tuple[int, str, str, str, datetime | None, str]],
+) -> list[tuple[int, str, str, int, bytes, str]]:
+    """Each post's summary and reading time, and its ranking features made from exactly what
+    the planner will hand the ranker (the summary, and the HTML's opening)."""
+    out = []
+    for entry_id, url, title, content, published, digest in rows:
+        summary = summarize(title, content)
+        features = rank.post_features(url, title, summary, published, content[:OPENING_CHARS])
+        out.append(
+            (
+                entry_id,
+                summary,
+                summary_key(digest),
+                reading_minutes(content),
+                features,
+                features_key(digest),
+            )
+        )
+    return out

@@ -44,3 +44,39 @@ def test_each_post_is_summarized_once_until_its_content_changes(
     feed_server.routes["/f.xml"] = edited
     assert main(["run", "--config", str(config), "--now", "2026-06-04T08:05:00+00:00"]) == 0
     assert calls[10:] == ["Running An Air Purifier on Batteries"]
+
+
+def test_ranking_features_are_made_with_the_summary_and_used_by_the_planner(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from digest import rank
+    from digest.summaries import features_key
+
+    config = write_config(
+        tmp_path / "config.toml",
+        database=f"sqlite:///{tmp_path / 'd.db'}",
+        feeds=[("lw", feed_server.serve_file("/f.xml", LESSWRONG / "feed-1.xml"))],
+        subscribers=[{"email": "r@example.org"}],
+        folder="out",
+    )
+    # Collect (and summarize) before the first slot: nothing is due yet.
+    assert main(["run", "--config", str(config), "--now", "2026-06-04T06:00:00+00:00"]) == 0
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        rows = db.execute(
+            "SELECT content_hash, features_key, rank_features FROM entries"
+        ).fetchall()
+    assert len(rows) == 10
+    assert all(key == features_key(h) and blob for h, key, blob in rows)
+
+    # A new process knows nothing; the planner must rank from the stored features alone.
+    rank.clear_post_cache()
+    digest.plan._PRELOADED.clear()
+
+    def no_recomputing(*args: object) -> None:
+        raise AssertionError("a post's features were computed again")
+
+    monkeypatch.setattr(rank, "_analyse", no_recomputing)
+    assert main(["run", "--config", str(config), "--now", "2026-06-04T07:05:00+00:00"]) == 0
+    assert len(list((tmp_path / "out").glob("*.eml"))) == 1
