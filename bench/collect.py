@@ -421,8 +421,8 @@ def report(ctx: Context, rows: list[Row], floor: dict[str, Any], cores: int) -> 
         print(
             f"reference:   digest.summarize.summarize on every {SUMMARY_SAMPLE}th feed's entries,"
             f" scaled to all {floor['entries']}: ~{floor['summarize']:.2f} s CPU"
-            f" (~{floor['summarize'] / cores:.2f} s over {cores} cores; collect summarizes every"
-            " new entry; not part of the floor)"
+            f" (~{floor['summarize'] / cores:.2f} s over {cores} cores; paid by `digest run`'s"
+            " summarize step, not by `digest collect`; not part of the floor)"
         )
     else:
         print(f"reference:   summarize not measured: {floor.get('summarize_error')}")
