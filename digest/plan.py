@@ -29,8 +29,6 @@ from digest.store import (
 )
 from digest.summaries import OPENING_CHARS, features_key, summary_key
 
-# Ranking reads a post's opening (its first ~150 words); HTML around them is rarely longer.
-
 
 def write_due_digests(
     settings: Settings,

@@ -425,9 +425,11 @@ def _fields(event: str, **values: Any) -> dict[str, Any]:
 
 
 def _log_report(kind: str, report: RunReport) -> None:
+    for note in report.notes:
+        log.warning("%s: %s", kind, note, extra=_fields(kind, note=note))
     for problem in report.problems:
         log.warning("%s: %s", kind, problem, extra=_fields(kind, problem=problem))
-    fetched = sum(1 for f in report.feeds if not f.error)
+    fetched = sum(1 for f in report.feeds if f.fetched)
     sent = sum(1 for d in report.deliveries if not d.error)
     failures = sum(1 for d in report.deliveries if d.error) + sum(
         1 for f in report.feeds if f.error
@@ -441,6 +443,8 @@ def _log_report(kind: str, report: RunReport) -> None:
             summary=True,
             feeds=len(report.feeds),
             feeds_fetched=fetched,
+            feeds_unchanged=sum(1 for f in report.feeds if f.not_modified),
+            feeds_skipped=sum(1 for f in report.feeds if f.skipped),
             new_entries=sum(f.new for f in report.feeds),
             digests_created=report.created,
             digests_sent=sent,
