@@ -227,7 +227,7 @@ def _with_summaries(
 ) -> list[Candidate]:
     """Summaries (and reading times) are made when a post is collected and cached per entry and
     content hash; this fills in any that are missing (posts stored by an older summarizer)."""
-    fresh: list[tuple[int, str, str, int]] = []
+    fresh: list[tuple[int, str, str, int, bytes | None, str | None]] = []
     out = []
     missing = [
         r.id for r in rows if r.summary is None or r.summary_key != summary_key(r.content_hash)
@@ -240,7 +240,8 @@ def _with_summaries(
             content = full.get(row.id, row.content)
             text = summarize.summarize(row.title, content)
             minutes = summarize.reading_minutes(content)
-            fresh.append((row.id, text, summary_key(row.content_hash), minutes))
+            # Features made with an older summary no longer match; the summarize step remakes them.
+            fresh.append((row.id, text, summary_key(row.content_hash), minutes, None, None))
         out.append(
             Candidate(
                 entry_id=row.id,

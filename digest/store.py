@@ -573,37 +573,25 @@ class Store:
             return {r.id: r.content for r in rows}
 
     def save_summaries(
-        self, values: Sequence[tuple[int, str, str, int] | tuple[int, str, str, int, bytes, str]]
+        self, values: Sequence[tuple[int, str, str, int, bytes | None, str | None]]
     ) -> None:
-        """(entry_id, summary, summary_key, reading_minutes[, rank_features, features_key]) for
-        each entry."""
-        plain = [v for v in values if len(v) == 4]
-        full = [v for v in values if len(v) == 6]
+        """(entry_id, summary, summary_key, reading_minutes, rank_features, features_key) for
+        each entry; features None where they were not made with the summary."""
+        if not values:
+            return
+        rows = [
+            {
+                "b_id": entry_id,
+                "b_summary": summary,
+                "b_key": key,
+                "b_minutes": minutes,
+                "b_features": features,
+                "b_features_key": features_key,
+            }
+            for entry_id, summary, key, minutes, features, features_key in values
+        ]
         with self.engine.begin() as conn:
-            if plain:
-                conn.execute(
-                    _SAVE_SUMMARY,
-                    [
-                        {"b_id": v[0], "b_summary": v[1], "b_key": v[2], "b_minutes": v[3]}
-                        for v in plain
-                    ],
-                )
-            if full:
-                conn.execute(
-                    _SAVE_SUMMARY_AND_FEATURES,
-                    [
-                        {
-                            "b_id": v[0],
-                            "b_summary": v[1],
-                            "b_key": v[2],
-                            "b_minutes": v[3],
-                            "b_features": v[4],
-                            "b_features_key": v[5],
-                        }
-                        for v in full
-                        if len(v) == 6
-                    ],
-                )
+            conn.execute(_SAVE_SUMMARY, rows)
 
     def create_digest(self, new: NewDigest) -> int | None:
         """Write a digest and its entries in one transaction.
@@ -1013,10 +1001,9 @@ _SAVE_SUMMARY = (
         summary=bindparam("b_summary"),
         summary_key=bindparam("b_key"),
         reading_minutes=bindparam("b_minutes"),
+        rank_features=bindparam("b_features"),
+        features_key=bindparam("b_features_key"),
     )
-)
-_SAVE_SUMMARY_AND_FEATURES = _SAVE_SUMMARY.values(
-    rank_features=bindparam("b_features"), features_key=bindparam("b_features_key")
 )
 
 

@@ -65,10 +65,10 @@ async def summarize_pending(store: Store, now: datetime, processes: int = 0) -> 
 
 def _summarize_batch(
     rows: Sequence[tuple[int, str, str, str, datetime | None, str]],
-) -> list[tuple[int, str, str, int, bytes, str]]:
+) -> list[tuple[int, str, str, int, bytes | None, str | None]]:
     """Each post's summary and reading time, and its ranking features made from exactly what
     the planner will hand the ranker (the summary, and the HTML's opening)."""
-    out = []
+    out: list[tuple[int, str, str, int, bytes | None, str | None]] = []
     for entry_id, url, title, content, published, digest in rows:
         summary = summarize(title, content)
         features = rank.post_features(url, title, summary, published, content[:OPENING_CHARS])

@@ -102,8 +102,8 @@ def test_dict_apis_give_the_same_output_warm_and_cold() -> None:
     assert rank(["AI policy"], posts) == rank(["AI policy"], posts)
 
 
-def test_an_edited_post_is_not_served_stale() -> None:
-    profile = Profile(interests=("corrigibility",))
+def two_notes(content: str) -> tuple[Candidate, Candidate]:
+    """Post 1 of a blog with `content`, and a second post of the same blog."""
     a = Candidate(
         entry_id=1,
         feed="blog",
@@ -113,10 +113,15 @@ def test_an_edited_post_is_not_served_stale() -> None:
         author="",
         published=NOW - timedelta(hours=1),
         first_seen=NOW,
-        content="<p>Gardening tips for the spring season and some recipes.</p>",
+        content=content,
         summary="",
     )
-    b = replace(a, entry_id=2, url="https://blog.example/posts/2", title="Other notes")
+    return a, replace(a, entry_id=2, url="https://blog.example/posts/2", title="Other notes")
+
+
+def test_an_edited_post_is_not_served_stale() -> None:
+    profile = Profile(interests=("corrigibility",))
+    a, b = two_notes("<p>Gardening tips for the spring season and some recipes.</p>")
     before = select(profile, [a, b], NOW)
     assert all(not it.reasons for it in before.featured)
     # Same entry id, url, title and date; only the content changed.
@@ -233,19 +238,9 @@ def test_visible_span_covers_everything_the_visible_text_depends_on() -> None:
 def test_an_edit_past_a_long_skipped_block_is_not_served_stale() -> None:
     profile = Profile(interests=("corrigibility",))
     script = "<script>" + "x = 1;" * 1000 + "</script>"
-    a = Candidate(
-        entry_id=1,
-        feed="blog",
-        feed_title="Blog",
-        url="https://blog.example/posts/1",
-        title="Weekly notes",
-        author="",
-        published=NOW - timedelta(hours=1),
-        first_seen=NOW,
-        content="<p>Intro.</p>" + script + "<p>Gardening tips for spring.</p>" + "<p>.</p>" * 400,
-        summary="",
+    a, b = two_notes(
+        "<p>Intro.</p>" + script + "<p>Gardening tips for spring.</p>" + "<p>.</p>" * 400
     )
-    b = replace(a, entry_id=2, url="https://blog.example/posts/2", title="Other notes")
 
     def score_of_1(sel: Selection) -> float:
         return next(it.score for it in (*sel.featured, *sel.more) if it.candidate.entry_id == 1)
