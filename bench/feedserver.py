@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import email.utils
 import hashlib
 import json
@@ -104,7 +105,9 @@ def _feed_xml(
     title_element = channel.find("title")
     assert title_element is not None
     title_element.text = title
-    channel.extend(items)
+    # Copies: the CDATA tokens below are written into the elements, and the second version of a
+    # changed feed reuses most of the first version's items.
+    channel.extend(copy.deepcopy(item) for item in items)
     bodies: dict[str, str] = {}
     if not escaped:
         for i, description in enumerate(channel.iter("description")):

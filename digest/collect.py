@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import chain, zip_longest
@@ -106,17 +106,17 @@ async def collect(
                 if skipped is not None:
                     outcome = FeedOutcome(feed.name, skipped=skipped, url=state.location)
                 else:
-                    # The whole pipeline for a feed runs under the limit, so at most
-                    # `concurrency` feeds' bytes and parsed entries are in memory at once.
-                    async with limit:
-                        outcome = await _collect_one(
-                            settings, writer, state, feed.title, fetcher, now, pool
-                        )
+                    outcome = await _collect_one(
+                        settings, writer, state, feed.title, fetcher, now, pool, limit
+                    )
                 outcomes[feed.name] = outcome
                 if progress is not None:
                     progress(outcome)
 
-            await asyncio.gather(*(one(f) for f in _interleaved_by_host(settings.feeds)))
+            try:
+                await asyncio.gather(*(one(f) for f in _interleaved_by_host(settings.feeds)))
+            finally:
+                writer.close()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -144,24 +144,34 @@ def _skip_reason(state: FeedState, now: datetime) -> str | None:
 class _BatchWriter:
     """Saves collected feeds a batch at a time: one transaction for up to `size` feeds, or for
     whatever finished within `delay` seconds. A commit per feed costs more than parsing a
-    small feed; a batch keeps each feed's entries and state together all the same."""
+    small feed; a batch keeps each feed's entries and state together all the same.
+
+    Batches are written one after another by a thread of their own, so the event loop goes on
+    fetching (and handing bodies to the parsers) while the database works."""
 
     def __init__(self, store: Store, now: datetime, size: int = 64, delay: float = 0.25) -> None:
         self._store, self._now, self._size, self._delay = store, now, size, delay
         self._batch: list[tuple[int, FetchRecord, Sequence[ParsedEntry], asyncio.Future[int]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="digest-store")
+        # Feeds (their parsed entries) waiting to be written: at most a few batches.
+        self._room = asyncio.Semaphore(4 * size)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
 
     async def save(
         self, feed_id: int, record: FetchRecord, entries: Sequence[ParsedEntry] = ()
     ) -> int:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[int] = loop.create_future()
-        self._batch.append((feed_id, record, entries, done))
-        if len(self._batch) >= self._size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._delay, self._flush)
-        return await done
+        async with self._room:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[int] = loop.create_future()
+            self._batch.append((feed_id, record, entries, done))
+            if len(self._batch) >= self._size:
+                self._flush()
+            elif self._timer is None:
+                self._timer = loop.call_later(self._delay, self._flush)
+            return await done
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -170,14 +180,34 @@ class _BatchWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        try:
-            counts = self._store.save_collected(self._now, [(f, r, e) for f, r, e, _ in batch])
-        except Exception as exc:
-            for *_, done in batch:
-                done.set_exception(exc)
-            return
-        for (*_, done), count in zip(batch, counts, strict=True):
-            done.set_result(count)
+        written = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._store.save_collected, self._now, [(f, r, e) for f, r, e, _ in batch]
+        )
+        written.add_done_callback(lambda w: _settle(batch, w))
+
+
+def _settle(
+    batch: Sequence[tuple[int, FetchRecord, Sequence[ParsedEntry], asyncio.Future[int]]],
+    written: asyncio.Future[list[int]],
+) -> None:
+    failed = written.exception()
+    for i, (*_, done) in enumerate(batch):
+        if done.done():  # cancelled: the collect is being torn down
+            continue
+        if failed is not None:
+            done.set_exception(failed)
+        else:
+            done.set_result(written.result()[i])
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """A feed fetched (and parsed, if it changed), not yet stored."""
+
+    record: FetchRecord
+    entries: Sequence[ParsedEntry] = ()
+    not_modified: bool = False
+    note: str | None = None
 
 
 async def _collect_one(
@@ -188,47 +218,69 @@ async def _collect_one(
     fetcher: Fetcher,
     now: datetime,
     pool: Executor | None,
+    limit: asyncio.Semaphore,
 ) -> FeedOutcome:
-    url = state.location
     try:
-        fetched = await _fetch(settings, state, fetcher)
-        note = None
-        record = FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified)
-        if fetched.moved_to and fetched.moved_to != url:
-            record = _moved(record, fetched.moved_to, "moved")
-            note = (
-                f"feed {state.name} moved permanently (HTTP 301/308) to {fetched.moved_to}:"
-                " fetching it there from now on; update the config"
-            )
-        if fetched.data is None:
-            await store.save(state.id, replace(record, keep_validators=True))
-            return FeedOutcome(state.name, not_modified=True, note=note, url=url)
-        if looks_like_html(fetched.data, fetched.content_type):
-            fetched, found = await _discover(state, fetcher, fetched)
-            record = _moved(
-                FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified),
-                found,
-                "discovered",
-            )
-            note = (
-                f"feed {state.name}: {url} is a web page; using the feed it announces,"
-                f" {found} (put that URL in the config)"
-            )
-        assert fetched.data is not None
-        body_hash = hashlib.sha256(fetched.data).hexdigest()
-        record = replace(record, body_hash=body_hash)
-        if body_hash == state.body_hash and record.fetch_url is None:
-            # The server ignored our validators but sent the same bytes: nothing to parse.
-            await store.save(state.id, record)
-            return FeedOutcome(state.name, not_modified=True, note=note, url=url)
-        parsed: ParsedFeed = await asyncio.get_running_loop().run_in_executor(
-            pool, parse_feed, fetched.data, fetched.url or url, fetched.content_type
-        )
+        # Fetching and parsing hold a concurrency slot; waiting for the batch's write does not
+        # (the writer bounds how many feeds wait).
+        async with limit:
+            got = await _fetch_and_parse(settings, state, title, fetcher, pool)
     except FeedError as exc:
         return await _failed(settings, store, state, now, exc)
-    record = replace(record, title=title or parsed.title or state.name)
-    new = await store.save(state.id, record, parsed.entries)
-    return FeedOutcome(state.name, new=new, note=note, url=url)
+    new = await store.save(state.id, got.record, got.entries)
+    return FeedOutcome(
+        state.name, new=new, not_modified=got.not_modified, note=got.note, url=state.location
+    )
+
+
+async def _fetch_and_parse(
+    settings: Settings,
+    state: FeedState,
+    title: str | None,
+    fetcher: Fetcher,
+    pool: Executor | None,
+) -> _Fetched:
+    url = state.location
+    fetched = await _fetch(settings, state, fetcher)
+    note = None
+    record = FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified)
+    if fetched.moved_to and fetched.moved_to != url:
+        record = _moved(record, fetched.moved_to, "moved")
+        note = (
+            f"feed {state.name} moved permanently (HTTP 301/308) to {fetched.moved_to}:"
+            " fetching it there from now on; update the config"
+        )
+    if fetched.data is None:
+        return _Fetched(replace(record, keep_validators=True), not_modified=True, note=note)
+    if looks_like_html(fetched.data, fetched.content_type):
+        fetched, found = await _discover(state, fetcher, fetched)
+        record = _moved(
+            FetchRecord(etag=fetched.etag, last_modified=fetched.last_modified),
+            found,
+            "discovered",
+        )
+        note = (
+            f"feed {state.name}: {url} is a web page; using the feed it announces,"
+            f" {found} (put that URL in the config)"
+        )
+    assert fetched.data is not None
+    body_hash = hashlib.sha256(fetched.data).hexdigest()
+    record = replace(record, body_hash=body_hash)
+    if body_hash == state.body_hash and record.fetch_url is None:
+        # The server ignored our validators but sent the same bytes: nothing to parse.
+        return _Fetched(record, not_modified=True, note=note)
+    # Items unchanged since the last parse are not read again (an item's hash covers the URL
+    # it was fetched from, so after a move or discovery all are).
+    known = frozenset((state.item_hashes or "").split())
+    parsed: ParsedFeed = await asyncio.get_running_loop().run_in_executor(
+        pool, parse_feed, fetched.data, fetched.url or url, fetched.content_type, known
+    )
+    record = replace(
+        record,
+        title=title or parsed.title or state.name,
+        item_hashes=" ".join(parsed.item_hashes or ()),
+    )
+    return _Fetched(record, parsed.entries, note=note)
 
 
 async def _fetch(settings: Settings, state: FeedState, fetcher: Fetcher) -> FetchResult:

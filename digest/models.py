@@ -31,6 +31,9 @@ class ParsedEntry:
 class ParsedFeed:
     title: str
     entries: list[ParsedEntry]
+    # One hash per item of the document in order, when it was asked for and could be made:
+    # given back to the parser next time, unchanged items are not read again.
+    item_hashes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

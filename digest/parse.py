@@ -9,6 +9,8 @@ import html
 import io
 import re
 import time
+import xml.parsers.expat
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -98,8 +100,103 @@ def _unreadable(data: bytes, problem: object) -> FeedError:
     return FeedError(f"not a feed: {problem}", kind="not-a-feed")
 
 
-def parse_feed(data: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
-    """Parse fetched bytes. Raises FeedError when they hold no feed at all."""
+# The elements that are a feed's posts in RSS 0.9x/2.0, RSS 1.0 and Atom.
+_ITEM_NAMES = frozenset({"item", "entry"})
+# Header links decide how an item's relative links resolve, so they are part of its identity.
+_HEADER_LINKS = re.compile(rb"<(?:[\w.-]+:)?link\b[^>]*>(?:[^<]{0,2000}</(?:[\w.-]+:)?link>)?")
+
+
+def _item_spans(data: bytes) -> tuple[bytes, list[tuple[int, int]]] | None:
+    """What every item's reading depends on besides its own bytes (the root element's name and
+    attributes, and the links before the first item), and the byte span of each top-level
+    item/entry element; None when the document is not well-formed XML that expat reads (the
+    caller then reads all of it)."""
+    parser = xml.parsers.expat.ParserCreate()
+    depth = 0
+    item_depth = 0
+    spans: list[tuple[int, int]] = []
+    item_start = 0
+    root = b""
+    flawed = False
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        nonlocal depth, item_depth, item_start, root
+        depth += 1
+        if depth == 1:
+            root = repr((name, sorted(attrs.items()))).encode()
+        elif not item_depth and name.rpartition(":")[2] in _ITEM_NAMES:
+            item_depth, item_start = depth, parser.CurrentByteIndex
+
+    def end(name: str) -> None:
+        nonlocal depth, item_depth, flawed
+        if depth == item_depth:
+            at = parser.CurrentByteIndex
+            close = data.find(b">", at)
+            # An empty `<item/>` has no end tag to find; such a rare feed is read whole.
+            if not data.startswith(b"</", at) or close < 0:
+                flawed = True
+            spans.append((item_start, close + 1))
+            item_depth = 0
+        depth -= 1
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(data, True)
+    except Exception:  # ExpatError, an encoding expat lacks, a DTD it refuses: read it all
+        return None
+    if flawed:
+        return None
+    head = data[: spans[0][0]] if spans else data
+    return root + b"".join(_HEADER_LINKS.findall(head)), spans
+
+
+def _item_hash(context: bytes, item: bytes) -> str:
+    return hashlib.blake2b(item, digest_size=8, key=context).hexdigest()
+
+
+def parse_feed(
+    data: bytes,
+    url: str,
+    content_type: str | None = None,
+    known_items: Collection[str] | None = None,
+) -> ParsedFeed:
+    """Parse fetched bytes. Raises FeedError when they hold no feed at all.
+
+    With `known_items` (hashes from an earlier parse's `ParsedFeed.item_hashes`), items whose
+    raw bytes are unchanged since are not read again: their entries are not in the result,
+    which then has only new and changed items. Reading an item is most of a parse, and a
+    changed feed usually changed in one or two items of twenty."""
+    item_hashes: tuple[str, ...] | None = None
+    if known_items is not None:
+        scanned = _item_spans(data)
+        if scanned is not None:
+            context, spans = scanned
+            context = hashlib.blake2b(
+                context + f"\x00{url}\x00{content_type}".encode(), digest_size=32
+            ).digest()
+            item_hashes = tuple(_item_hash(context, data[s:e]) for s, e in spans)
+            if known_items:
+                data = _without(data, spans, [h in known_items for h in item_hashes])
+    feed = _parse(data, url, content_type)
+    return ParsedFeed(feed.title, feed.entries, item_hashes)
+
+
+def _without(data: bytes, spans: list[tuple[int, int]], drop: list[bool]) -> bytes:
+    """The document without the spans marked to drop."""
+    if not any(drop):
+        return data
+    pieces = []
+    at = 0
+    for (start, end), dropped in zip(spans, drop, strict=True):
+        if dropped:
+            pieces.append(data[at:start])
+            at = end
+    pieces.append(data[at:])
+    return b"".join(pieces)
+
+
+def _parse(data: bytes, url: str, content_type: str | None) -> ParsedFeed:
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type

@@ -47,7 +47,7 @@ from sqlalchemy.types import TypeDecorator
 from digest.errors import LockHeld, StoreError
 from digest.models import ParsedEntry, content_hash
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _lock_key(schema: str) -> int:
@@ -104,6 +104,9 @@ feeds = Table(
     Column("failing_since", UTCDateTime),
     Column("last_error_kind", String(32)),
     Column("body_hash", String(64)),
+    # Schema 3: a hash per item of the last body parsed (space-separated), so a changed feed's
+    # unchanged items are not read again.
+    Column("item_hashes", Text),
 )
 
 entries = Table(
@@ -194,6 +197,7 @@ class FeedState:
     failing_since: datetime | None = None
     failures: int = 0
     body_hash: str | None = None
+    item_hashes: str | None = None
 
     @property
     def location(self) -> str:
@@ -212,6 +216,8 @@ class FetchRecord:
     keep_validators: bool = False
     title: str | None = None
     body_hash: str | None = None
+    # After a parse: the items' hashes, space-separated ("" when none could be made).
+    item_hashes: str | None = None
     fetch_url: str | None = None
     fetch_url_reason: str | None = None
     gone: bool = False
@@ -417,6 +423,7 @@ class Store:
                             failing_since=None,
                             failures=0,
                             body_hash=None,
+                            item_hashes=None,
                         )
                     )
             names = [name for name, _ in wanted]
@@ -940,6 +947,8 @@ def _fetch_values(now: datetime, record: FetchRecord) -> dict[str, Any]:
             values |= {"etag": record.etag, "last_modified": record.last_modified}
         if record.body_hash:
             values["body_hash"] = record.body_hash
+        if record.item_hashes is not None:
+            values["item_hashes"] = record.item_hashes or None
         if record.title:
             values["title"] = record.title
     else:
@@ -1074,6 +1083,7 @@ def _feed_state(r: Any) -> FeedState:
         failing_since=r.failing_since,
         failures=int(r.failures or 0),
         body_hash=r.body_hash,
+        item_hashes=r.item_hashes,
     )
 
 

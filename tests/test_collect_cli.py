@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from digest.cli import main
-from digest.store import Store
+from digest.store import SCHEMA_VERSION, Store
 from tests.conftest import LESSWRONG, FeedServer, write_config
 
 
@@ -91,5 +91,6 @@ def test_an_older_database_gains_the_new_feed_columns(tmp_path: Path) -> None:
     assert state.title == "LW" and state.gone_at is None and state.fetch_url is None
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(feeds)")}
-        assert {"fetch_url", "gone_at", "next_fetch_at", "failing_since", "body_hash"} <= columns
-        assert db.execute("SELECT value FROM meta").fetchone() == ("2",)
+        added = {"fetch_url", "gone_at", "next_fetch_at", "failing_since", "body_hash"}
+        assert added | {"item_hashes"} <= columns
+        assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
