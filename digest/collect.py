@@ -5,6 +5,7 @@ seen now. One bad feed is an outcome, not an exception; what the HTTP answer say
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -87,6 +88,10 @@ async def collect(
     # core each. A handful of feeds is not worth starting them.
     workers = options.processes or os.cpu_count() or 1
     pool = ProcessPoolExecutor(workers) if workers > 1 and len(due) > 4 else None
+    if pool is not None:
+        # The workers are forked from this process. Frozen, its objects stay out of their
+        # collector's passes, which would otherwise touch (and so copy) every inherited page.
+        gc.freeze()
     outcomes: dict[str, FeedOutcome] = {}
     try:
         async with Fetcher(
@@ -120,6 +125,7 @@ async def collect(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+            gc.unfreeze()
     return [outcomes[f.name] for f in settings.feeds]
 
 

@@ -11,7 +11,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import jinja2
@@ -21,32 +20,13 @@ from digest.config import Settings, SubscriberSettings
 from digest.dkim import DkimError, Signer, load_signer
 from digest.errors import DeliveryError, FatalDeliveryError, ServerUnavailable, TemplateError
 from digest.mailer import FolderMailer, Mailer, SmtpMailer
+from digest.models import DeliveryOutcome, DeliveryReport
 from digest.render import make_environment
 from digest.store import DigestRow, Store
 
 RETRY_BASE = timedelta(minutes=5)
 RETRY_MAX = timedelta(hours=6)
 PAGE = 200
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryOutcome:
-    email: str
-    period: str
-    error: str | None = None
-    temporary: bool = False
-    suspended: bool = False
-
-
-@dataclass(slots=True)
-class DeliveryReport:
-    outcomes: list[DeliveryOutcome] = field(default_factory=list)
-    fatal: str | None = None  # the channel stopped us; the rest stays pending
-    deferred: int = 0  # digests not attempted because the channel stopped
-
-    @property
-    def sent(self) -> int:
-        return sum(1 for o in self.outcomes if o.error is None)
 
 
 def make_mailer(settings: Settings) -> Mailer:

@@ -89,3 +89,25 @@ class Selection:
     @property
     def entry_ids(self) -> list[int]:
         return [i.candidate.entry_id for i in (*self.featured, *self.more)] + list(self.merged)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    email: str
+    period: str
+    error: str | None = None
+    temporary: bool = False
+    suspended: bool = False
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """What delivering the outbox did, per digest."""
+
+    outcomes: list[DeliveryOutcome] = field(default_factory=list)
+    fatal: str | None = None  # the channel stopped us; the rest stays pending
+    deferred: int = 0  # digests not attempted because the channel stopped
+
+    @property
+    def sent(self) -> int:
+        return sum(1 for o in self.outcomes if o.error is None)

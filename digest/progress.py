@@ -7,8 +7,6 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from tqdm import tqdm
-
 from digest.collect import FeedOutcome, Progress
 
 # Fewer feeds than this finish before a bar is worth drawing.
@@ -21,6 +19,8 @@ def feed_progress(total: int, *, enabled: bool = True) -> Iterator[Progress | No
     if not enabled or total < MIN_FEEDS or not sys.stderr.isatty():
         yield None
         return
+    from tqdm import tqdm  # only when a bar is drawn: under cron it is never needed
+
     with tqdm(total=total, unit="feed", desc="collecting", file=sys.stderr, leave=False) as bar:
         failed = 0
 

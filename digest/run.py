@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from digest.collect import FeedOutcome, Progress, collect
 from digest.config import Settings
-from digest.deliver import DeliveryOutcome, DeliveryReport, deliver
-from digest.mailer import Mailer
+from digest.models import DeliveryOutcome, DeliveryReport
 from digest.store import FeedState, Store, SubscriberRow
-from digest.summaries import summarize_pending
+
+if TYPE_CHECKING:
+    from digest.mailer import Mailer
 
 
 @dataclass(slots=True)
@@ -141,6 +143,8 @@ async def collect_step(
         _sync_subscribers(settings, store, now)
         report.feeds = await collect(settings, store, feed_rows, now, progress)
         if summaries:
+            from digest.summaries import summarize_pending
+
             await summarize_pending(store, now, settings.collect.processes)
         return report
 
@@ -182,9 +186,13 @@ async def _write_and_deliver(
     mailer_factory: Callable[[], Mailer] | None,
     report: RunReport,
 ) -> None:
-    await summarize_pending(store, now, settings.collect.processes)
-    # Planning brings templates, CSS inlining and ranking: `digest collect` never loads them.
+    # Summarizing, planning (templates, CSS inlining, ranking) and delivery (SMTP): `digest
+    # collect` never loads them.
+    from digest.deliver import deliver
     from digest.plan import write_due_digests
+    from digest.summaries import summarize_pending
+
+    await summarize_pending(store, now, settings.collect.processes)
 
     report.created = write_due_digests(settings, store, feed_rows, subscriber_rows, now)
     report.delivery = await deliver(settings, store, now, mailer_factory)

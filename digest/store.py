@@ -447,10 +447,15 @@ class Store:
         entries were new, per feed."""
         with self.engine.begin() as conn:
             counts = []
+            # Feeds whose rows change the same columns (every 304, say) are updated by one
+            # executemany: a statement per feed costs more than the update itself.
+            updates: dict[Any, list[dict[str, Any]]] = {}
             for feed_id, record, parsed in collected:
                 counts.append(_add_entries(conn, self.dialect, feed_id, parsed, now))
                 statement, params = _feed_update(feed_id, _fetch_values(now, record), now)
-                conn.execute(statement, params)
+                updates.setdefault(statement, []).append(params)
+            for statement, rows in updates.items():
+                conn.execute(statement, rows)
         return counts
 
     def unsummarized(
