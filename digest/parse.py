@@ -16,12 +16,38 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
+from feedparser import mixin as feedparser_mixin
 
 from digest.errors import FeedError
 from digest.models import ParsedEntry, ParsedFeed, content_hash
 from digest.sanitize import html_to_text, sanitize_stored
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Identity entries for code points below this (Latin, Greek, Cyrillic, punctuation, symbols).
+_TRANSLATE_IDENTITY_BELOW = 0x3000
+
+
+def _complete_cp1252_table() -> bool:
+    """Make feedparser's text clean-up cheaper without changing its result.
+
+    feedparser maps the 32 Windows-1252 code points of every element's text with
+    `str.translate` and a dict holding only those 32. For text that is not pure ASCII, CPython
+    then looks up every other character, missing, and so raises and clears a LookupError per
+    character: a sixth of the parse time of an ordinary English blog feed. The same mapping
+    with identity entries added translates the same way without the misses. Only done when the
+    table is what we expect; returns whether it was."""
+    table = getattr(feedparser_mixin, "_cp1252", None)
+    if not isinstance(table, dict) or not 0 < len(table) <= 64:
+        return False
+    if not all(isinstance(k, int) and 0x80 <= k < 0xA0 for k in table):
+        return False
+    complete: dict[int, int | str] = {i: i for i in range(_TRANSLATE_IDENTITY_BELOW)}
+    complete.update(table)
+    feedparser_mixin._cp1252 = complete
+    return True
+
+
+CP1252_TABLE_COMPLETED = _complete_cp1252_table()
 
 
 def clean_line(text: str) -> str:

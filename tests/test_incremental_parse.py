@@ -137,3 +137,21 @@ def test_collect_reads_only_new_and_changed_items_and_stores_the_same(
     whole = parse_feed(changed, feed_server.url("/f.xml"), RSS).entries
     assert sorted(rows) == sorted((e.key, e.content) for e in whole)
     assert any("Edited: a note." in content for _, content in rows)
+
+
+def test_the_completed_cp1252_table_translates_exactly_as_feedparsers_own() -> None:
+    # digest.parse gives feedparser a complete copy of its Windows-1252 table (for speed);
+    # feedparser only ever uses it with str.translate, so the same translation of every code
+    # point is the same parse.
+    from feedparser import html as feedparser_html
+    from feedparser import mixin as feedparser_mixin
+
+    from digest.parse import CP1252_TABLE_COMPLETED
+
+    assert CP1252_TABLE_COMPLETED
+    original = feedparser_html._cp1252
+    completed = feedparser_mixin._cp1252
+    assert completed is not original
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    assert every.translate(completed) == every.translate(original)
+    assert "\x80\x93\x9f".translate(completed) == "\u20ac\u201c\u0178"  # € “ Ÿ
