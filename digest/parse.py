@@ -10,7 +10,7 @@ import io
 import re
 import time
 import xml.parsers.expat
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -47,7 +47,39 @@ def _complete_cp1252_table() -> bool:
     return True
 
 
+def _memoized(join: Callable[..., str]) -> Callable[..., str]:
+    cached = functools.lru_cache(maxsize=4096)(join)
+
+    @functools.wraps(join)
+    def memoized(*args: Any, **kwargs: Any) -> str:
+        try:
+            return cached(*args, **kwargs)
+        except TypeError:  # an unhashable argument: never seen from feedparser, but possible
+            return join(*args, **kwargs)
+
+    return memoized  # functools.wraps keeps the original as `__wrapped__`
+
+
+def _memoize_uri_joins() -> bool:
+    """feedparser joins the current base URI with itself (or with an xml:base) at every start
+    tag, through urllib's urljoin: about 130 joins per feed of 20 items, a sixth of its parse
+    time, nearly all with the same two strings. Both functions are pure (strings in, a string
+    out), so a cache in front of them changes nothing but the time. Only done when both are
+    there as expected; returns whether they were."""
+    names = ("make_safe_absolute_uri", "_urljoin")
+    found: list[Callable[..., str]] = []
+    for name in names:
+        join = getattr(feedparser_mixin, name, None)
+        if not callable(join) or hasattr(join, "__wrapped__"):
+            return False
+        found.append(join)
+    for name, join in zip(names, found, strict=True):
+        setattr(feedparser_mixin, name, _memoized(join))
+    return True
+
+
 CP1252_TABLE_COMPLETED = _complete_cp1252_table()
+URI_JOINS_MEMOIZED = _memoize_uri_joins()
 
 
 def clean_line(text: str) -> str:
