@@ -139,22 +139,40 @@ def _readable(sock: socket.socket | None) -> bool:
 
 
 class _Stream(httpcore.AsyncNetworkStream):
-    """httpcore's own (anyio) stream, with a cheaper answer to "is_readable". The pool asks it
-    of every idle connection each time it places a request, and anyio answers by building its
-    whole table of attributes: at a thousand requests that was a fifth of the fetcher's CPU."""
+    """A connection on asyncio's own streams, for httpcore.
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
+    httpcore's default streams (anyio's) put every read and write in a cancel scope and answer
+    "is_readable", which the pool asks of every idle connection each time it places a request,
+    by building a table of attributes: at a thousand requests that was a third of the
+    fetcher's CPU. asyncio's streams do the same work with less around it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError:
+            raise httpcore.ReadTimeout(f"no data within {timeout}s") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
+        if not buffer:
+            return
+        try:
+            self._writer.write(buffer)
+            async with asyncio.timeout(timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"could not send within {timeout}s") from None
+        except OSError as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        # Not waiting for the peer: a TLS close may never be answered, and nothing depends on it.
+        self._writer.close()
 
     async def start_tls(
         self,
@@ -162,19 +180,32 @@ class _Stream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except TimeoutError:
+            self._writer.close()
+            raise httpcore.ConnectTimeout(f"TLS handshake not done within {timeout}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            self._writer.close()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return self
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
-            return _readable(self._socket)
-        return self._inner.get_extra_info(info)
+            # Between requests nothing should arrive: an end of stream, a closing transport or
+            # unread bytes all mean the connection is not to be reused.
+            return (
+                self._reader.at_eof()
+                or self._writer.transport.is_closing()
+                or _readable(self._writer.get_extra_info("socket"))
+            )
+        names = {"client_addr": "sockname", "server_addr": "peername"}
+        return self._writer.get_extra_info(names.get(info, info))
 
 
 class _Backend(httpcore.AsyncNetworkBackend):
-    """httpcore's default backend, its streams wrapped in `_Stream`."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
+    """Connections for httpcore on asyncio's streams (see `_Stream`)."""
 
     async def connect_tcp(
         self,
@@ -184,9 +215,22 @@ class _Backend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return _Stream(
-            await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    local_addr=(local_address, 0) if local_address else None,
+                    happy_eyeballs_delay=0.25,
+                )
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"no connection within {timeout}s") from None
+        except OSError as exc:  # socket.gaierror included: the chain keeps it for `_http_error`
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = writer.get_extra_info("socket")
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return _Stream(reader, writer)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
@@ -194,7 +238,7 @@ class _Backend(httpcore.AsyncNetworkBackend):
         raise FeedError("refused: unix sockets are not fetched", kind="refused-address")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _GuardedBackend(_Backend):

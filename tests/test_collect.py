@@ -154,3 +154,79 @@ def test_lesswrong_fixture_parses_with_guids_dates_and_content() -> None:
         assert entry.url.startswith("https://www.lesswrong.com/posts/")
         assert entry.published is not None and entry.published.tzinfo is not None
         assert entry.content.startswith("Published on")
+
+
+# ---- HTTPS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def https_feed(tmp_path):  # type: ignore[no-untyped-def]
+    """A feed over TLS on 127.0.0.1 (as "localhost"), its certificate from a throwaway CA;
+    yields (url, the CA's PEM file, a list that gets an item per TCP connection accepted)."""
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    body = (LESSWRONG / "feed-1.xml").read_bytes()
+    connections: list[object] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            connections.append(self.client_address)
+            super().setup()
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://localhost:{server.server_address[1]}/feed.xml", ca_file, connections
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_https_feed_is_fetched_over_verified_tls_and_connections_are_reused(
+    https_feed, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    url, ca_file, connections = https_feed
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+
+    async def twice():  # type: ignore[no-untyped-def]
+        async with Fetcher(
+            user_agent="test", concurrency=1, per_host=1, timeout=5, max_bytes=1_000_000
+        ) as fetcher:
+            first = await fetcher.get(url, etag=None, last_modified=None)
+            second = await fetcher.get(url, etag=None, last_modified=None)
+            return first, second
+
+    first, second = asyncio.run(twice())
+    assert first.data == second.data == (LESSWRONG / "feed-1.xml").read_bytes()
+    assert len(connections) == 1
+
+
+def test_https_with_an_untrusted_certificate_is_a_tls_error(https_feed) -> None:  # type: ignore[no-untyped-def]
+    url, _, _ = https_feed  # the throwaway CA is not trusted here
+    with pytest.raises(FeedError) as caught:
+        fetch(url)
+    assert caught.value.kind == "tls" and str(caught.value).startswith("TLS: ")
