@@ -449,11 +449,18 @@ class Store:
             counts = []
             # Feeds whose rows change the same columns (every 304, say) are updated by one
             # executemany: a statement per feed costs more than the update itself.
+            # Likewise the batch's new entries go in by one executemany.
             updates: dict[Any, list[dict[str, Any]]] = {}
+            fresh: list[dict[str, Any]] = []
+            changed: list[dict[str, Any]] = []
             for feed_id, record, parsed in collected:
-                counts.append(_add_entries(conn, self.dialect, feed_id, parsed, now))
+                new, edited = _entry_rows(conn, feed_id, parsed, now)
+                counts.append(len(new))
+                fresh += new
+                changed += edited
                 statement, params = _feed_update(feed_id, _fetch_values(now, record), now)
                 updates.setdefault(statement, []).append(params)
+            _write_entries(conn, self.dialect, fresh, changed)
             for statement, rows in updates.items():
                 conn.execute(statement, rows)
         return counts
@@ -1024,9 +1031,19 @@ _SAVE_SUMMARY = (
 def _add_entries(
     conn: Connection, dialect: str, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime
 ) -> int:
+    fresh, changed = _entry_rows(conn, feed_id, parsed, now)
+    _write_entries(conn, dialect, fresh, changed)
+    return len(fresh)
+
+
+def _entry_rows(
+    conn: Connection, feed_id: int, parsed: Sequence[ParsedEntry], now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows to insert (entries not seen before) and updates (entries whose content or title
+    changed) for one feed's parsed entries."""
     unique = {p.key: p for p in parsed}
     if not unique:
-        return 0
+        return [], []
     existing = {
         r.key: r
         for r in conn.execute(_EXISTING_ENTRIES, {"b_feed": feed_id, "b_keys": list(unique)})
@@ -1063,6 +1080,12 @@ def _add_entries(
                     "b_url": p.url,
                 }
             )
+    return fresh, changed
+
+
+def _write_entries(
+    conn: Connection, dialect: str, fresh: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> None:
     if changed:
         conn.execute(_UPDATE_ENTRY, changed)
     if fresh:
@@ -1070,7 +1093,6 @@ def _add_entries(
         if insert is None:
             insert = _INSERTS[dialect] = _insert_ignore(dialect, entries, ("feed_id", "key"))
         conn.execute(insert, fresh)
-    return len(fresh)
 
 
 def _feed_state(r: Any) -> FeedState:
