@@ -5,9 +5,11 @@ seen now. One bad feed is an outcome, not an exception; what the HTTP answer say
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
+import multiprocessing
 import os
+import sys
+import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -20,7 +22,7 @@ from digest.discover import feed_links, looks_like_html
 from digest.errors import FeedError, FeedGone
 from digest.fetch import Fetcher, FetchResult, read_file
 from digest.models import ParsedEntry, ParsedFeed
-from digest.parse import parse_feed
+from digest.parse import clean_line, parse_feed
 from digest.store import FeedState, FetchRecord, Store
 
 # A feed counts as persistently broken only after this many failed attempts in a row, however
@@ -87,11 +89,7 @@ async def collect(
     # Parsing is pure Python and holds the GIL: threads add nothing, worker processes add a
     # core each. A handful of feeds is not worth starting them.
     workers = options.processes or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(workers) if workers > 1 and len(due) > 4 else None
-    if pool is not None:
-        # The workers are forked from this process. Frozen, its objects stay out of their
-        # collector's passes, which would otherwise touch (and so copy) every inherited page.
-        gc.freeze()
+    pool = _parser_pool(workers) if workers > 1 and len(due) > 4 else None
     outcomes: dict[str, FeedOutcome] = {}
     try:
         async with Fetcher(
@@ -125,8 +123,28 @@ async def collect(
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-            gc.unfreeze()
     return [outcomes[f.name] for f in settings.feeds]
+
+
+def _parser_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that parse, started fresh with only the parser imported. Forked, each
+    would be a copy of this process with everything it has loaded (SQLAlchemy, httpx, pydantic,
+    the config), and count it all again in its memory."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # A spawned worker imports this command's main module too (for functions pickled from it;
+    # the parser is not one), which would load the whole CLI into it again. Workers started
+    # while __main__ is a blank module skip that. Spawning happens in `submit`, one worker per
+    # task while none is idle: these tasks start them all now.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        for _ in range(workers):
+            # A function of the parser's module: the worker imports it (and only it) now, not
+            # when the first feed arrives.
+            pool.submit(clean_line, "")
+    finally:
+        sys.modules["__main__"] = main
+    return pool
 
 
 def _interleaved_by_host(feeds: Sequence[FeedSettings]) -> list[FeedSettings]:
