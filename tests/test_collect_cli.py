@@ -52,6 +52,35 @@ def test_collect_names_a_failing_feed_and_exits_1(
     assert line.startswith(f"digest: feed dead ({feed_server.url('/dead.xml')}): HTTP 404")
 
 
+def test_the_command_exits_with_mains_code_and_its_output_flushed(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    # `python -m digest` (and the `digest` script) end with a fast exit: the code and every
+    # line written before it must still come out.
+    import subprocess
+
+    good = feed_server.serve_file("/f.xml", LESSWRONG / "feed-1.xml")
+    dead = feed_server.url("/dead.xml")
+    config = config_for(tmp_path, [("lw", good), ("dead", dead)])
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "collect", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"digest: feed dead ({dead}): HTTP 404")
+    config = config_for(tmp_path, [("lw", good)])
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "collect", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
 def test_a_progress_bar_is_drawn_on_a_terminal_only(
     tmp_path: Path,
     feed_server: FeedServer,
