@@ -101,7 +101,7 @@ async def collect(
             max_redirects=options.max_redirects,
             block_private=options.block_private_addresses,
         ) as fetcher:
-            writer = _BatchWriter(store, now)
+            writer = _BatchWriter(store, now, expected=len(due))
 
             async def one(feed: FeedSettings) -> None:
                 state = feed_rows[feed.name]
@@ -173,13 +173,17 @@ class _BatchWriter:
     Batches are written one after another by a thread of their own, so the event loop goes on
     fetching (and handing bodies to the parsers) while the database works."""
 
-    def __init__(self, store: Store, now: datetime, size: int = 64, delay: float = 0.25) -> None:
+    def __init__(
+        self, store: Store, now: datetime, *, expected: int, size: int = 64, delay: float = 0.25
+    ) -> None:
         self._store, self._now, self._size, self._delay = store, now, size, delay
+        # Feeds still to be saved: after the last one there is nothing to wait for.
+        self._expected = expected
         self._batch: list[tuple[int, FetchRecord, Sequence[ParsedEntry], asyncio.Future[int]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="digest-store")
         # Feeds (their parsed entries) waiting to be written: at most a few batches.
-        self._room = asyncio.Semaphore(4 * size)
+        self._room = asyncio.Semaphore(2 * size)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -191,7 +195,8 @@ class _BatchWriter:
             loop = asyncio.get_running_loop()
             done: asyncio.Future[int] = loop.create_future()
             self._batch.append((feed_id, record, entries, done))
-            if len(self._batch) >= self._size:
+            self._expected -= 1
+            if len(self._batch) >= self._size or self._expected <= 0:
                 self._flush()
             elif self._timer is None:
                 self._timer = loop.call_later(self._delay, self._flush)
