@@ -42,7 +42,7 @@ from digest import rank_cache, rank_semantic
 from digest.dedup import SKETCH, Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import chunks, term_seq, terms, visible_span
+from digest.textindex import opening_span, term_seq, terms
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
@@ -221,8 +221,7 @@ def _analyse(
     url: str, title: str, summary: str, published: datetime | None, content: str
 ) -> tuple[_Post, int]:
     """A post's features, and how many leading characters of `content` they depend on."""
-    text, used = visible_span(content)
-    opening = chunks(text)
+    opening, used = opening_span(content)
     body = term_seq(opening)
     lead = _lead(opening)
     # `tokens` given, the record does not read `text`: it keeps what is stored of it.
