@@ -436,23 +436,26 @@ class _TermIds(dict[str, int]):
 TERM_IDS = _TermIds()
 
 
-class _TermOf(dict[str, str]):
-    """word -> its term, "" for a stopword (stems are never empty); filled on first use.
+class _TermOf(dict[str, tuple[str, ...]]):
+    """word -> (its term,), or () for a stopword; filled on first use.
 
     The analyses are written out in `__missing__` (not passed in, as to `_Memo`): misses are
-    most of the work of tokenizing posts in a fresh process. A new term gets its `TERM_IDS`
+    most of the work of tokenizing posts in a fresh process. The one tuple per word is what
+    every chunk of that word maps to (see `_ChunkTerms`), and a new term gets its `TERM_IDS`
     entry here, in the call that is made anyway, rather than in a call of its own later.
     """
 
-    def __missing__(self, word: str) -> str:
+    def __missing__(self, word: str) -> tuple[str, ...]:
         if len(self) > _CACHE_LIMIT:
             self.clear()
+        got: tuple[str, ...]
         if word in STOPWORDS:
-            got = self[word] = ""
+            got = self[word] = ()
             return got
-        got = self[word] = _stem(word)
-        if got not in TERM_IDS:
-            TERM_IDS[got] = _term_id(got)
+        term = _stem(word)
+        if term not in TERM_IDS:
+            TERM_IDS[term] = _term_id(term)
+        got = self[word] = (term,)
         return got
 
 
@@ -485,10 +488,9 @@ class _ChunkTerms(dict[str, tuple[str, ...]]):
         core = chunk.lower().strip(_EDGE)
         got: tuple[str, ...]
         if core.isascii() and core.isalnum():
-            term = _TERM_OF[core]
-            got = self[chunk] = (term,) if term else ()
+            got = self[chunk] = _TERM_OF[core]
         else:
-            got = self[chunk] = tuple(filter(None, map(_TERM_OF.__getitem__, words(chunk))))
+            got = self[chunk] = tuple(chain.from_iterable(map(_TERM_OF.__getitem__, words(chunk))))
         return got
 
 
