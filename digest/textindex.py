@@ -176,28 +176,26 @@ _SPACES = re.compile(r"\s*")
 _NOT_BREAK = re.compile(r"[^<br/>\s]", re.I)
 
 
-def _drop_blocks(raw: str, budget: int) -> tuple[str, int]:
-    """The first `budget` characters of `raw` outside <style>/<script>/... blocks, and how
-    many leading characters of `raw` that depends on."""
+def _drop_blocks(raw: str, start: int, stop: int, budget: int) -> tuple[str, int]:
+    """The first `budget` characters of raw[start:stop] outside <style>/<script>/... blocks,
+    and up to which index of `raw` that depends on. (Indices, not a slice of `raw`: a post's
+    HTML may be long, and only its start is read.)"""
     out: list[str] = []
     size = 0
-    pos = 0
-    n = len(raw)
-    read = 0
-    while pos < n and size < budget:
-        window = min(n, pos + budget - size)
+    pos = start
+    read = start
+    while pos < stop and size < budget:
+        window = min(stop, pos + budget - size)
         read = max(read, window)
         m = _SKIP_OPEN.search(raw, pos, window)
         if m is None:
-            piece = raw[pos : pos + budget - size]
-            out.append(piece)
+            out.append(raw[pos:window])
             break
-        piece = raw[pos : m.start()]
-        out.append(piece)
-        size += len(piece)
-        end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end())
+        out.append(raw[pos : m.start()])
+        size += m.start() - pos
+        end = _SKIP_CLOSE[m.group(1).lower()].search(raw, m.end(), stop)
         if end is None:
-            read = n  # searched to the end
+            read = stop  # searched to the end
             break
         pos = end.end()
         read = max(read, pos)
@@ -264,43 +262,43 @@ def _visible(raw: str, budget: int, window: int) -> tuple[str, int, bool]:
     n = len(raw)
     # What matching _PUBLISHED can read (see _PUBLISHED_REACH).
     lead = _SPACES.match(raw)
-    stop = _NOT_BREAK.search(raw, (lead.end() if lead else 0) + _PUBLISHED_REACH)
-    used = n if stop is None else stop.end()
-    offset = 0
+    reach = _NOT_BREAK.search(raw, (lead.end() if lead else 0) + _PUBLISHED_REACH)
+    used = n if reach is None else reach.end()
+    # The HTML read is raw[start:stop].
     m = _PUBLISHED.match(raw)
-    if m:
-        offset = m.end()
-        raw = raw[offset:]
-    if len(raw) < budget:
+    start = m.end() if m else 0
+    stop = n
+    if n - start < budget:
         used = n  # the tail is searched for "Discuss"
-        tail = _DISCUSS.search(raw, max(0, len(raw) - 400))
+        tail = _DISCUSS.search(raw, max(start, n - 400))
         if tail:
-            raw = raw[: tail.start()]
+            stop = tail.start()
     # Reading `window` characters gives what reading `budget` does when there is no more.
-    whole = window >= budget or len(raw) <= window
-    if "<" in raw:
-        # With no "<" in the first `window` characters, this gives raw[:window] too: whether
+    whole = window >= budget or stop - start <= window
+    if raw.find("<", start, stop) != -1:
+        # With no "<" in the first `window` characters, this gives their text too: whether
         # there is one further on does not matter.
-        dropped, read = _drop_blocks(raw, window)
-        used = max(used, offset + read)
-        raw = _TAG.sub(" ", dropped)
+        dropped, read = _drop_blocks(raw, start, stop, window)
+        used = max(used, read)
+        text = _TAG.sub(" ", dropped)
         if whole:
             # An unfinished tag cut by the budget.
-            cut = raw.rfind("<")
-            if cut != -1 and ">" not in raw[cut:]:
-                raw = raw[:cut]
+            cut = text.rfind("<")
+            if cut != -1 and ">" not in text[cut:]:
+                text = text[:cut]
         else:
             # A "<" left has no ">" after it in the window, but may have one past it: from
             # there on, the budget's text can differ.
-            cut = raw.find("<")
+            cut = text.find("<")
             if cut != -1:
-                raw = raw[:cut]
+                text = text[:cut]
     else:
-        used = max(used, offset + min(len(raw), window))
-        raw = raw[:window]
-    if "&" in raw:
-        raw = html.unescape(raw)
-    return raw, min(used, n), whole
+        end = min(stop, start + window)
+        used = max(used, end)
+        text = raw[start:end]
+    if "&" in text:
+        text = html.unescape(text)
+    return text, min(used, n), whole
 
 
 def html_to_text(raw: str, budget: int = HTML_BUDGET) -> str:
