@@ -7,7 +7,7 @@ Score of a post (all parts pure functions of the post, the profile and `now`)::
     weight = feed's config weight * subscriber's weight for that feed (default 1)
     R      = rel / (rel + 3)                           text relevance, 0..1
     rel    = best interest + 0.3 * the other interests' scores
-    interest score = BM25F over title (x3), summary (x1.5) and the opening 150 words (x1)
+    interest score = BM25F over title (x3), summary (x1.5) and the opening 120 words (x1)
                      of the interest's words (scaled by the share of them present), its exact
                      phrase, and related terms from `rank_terms.RELATED` (x0.4)
     F      = 0.5 ** (age_hours / 48)                   freshness
