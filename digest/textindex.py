@@ -253,9 +253,9 @@ def _visible(raw: str, budget: int, window: int) -> tuple[str, int, bool]:
     `budget`) characters of HTML tell it; how many leading characters of `raw` that depends
     on; and whether it is all of it.
 
-    When it is not all of it, it is the start of it up to its last whitespace-separated part:
-    that part may differ (a word, an entity or a tag cut by the window), and may be shorter
-    than the window's text.
+    When it is not all of it, it agrees with the start of the budget's visible text except
+    in its last whitespace-separated part, which may read differently (a word, an entity or a
+    tag cut by the window); it may also stop short of the window (at a tag the window cuts).
     """
     if not raw:
         return "", 0, True
