@@ -26,14 +26,21 @@ import html
 import itertools
 import re
 import unicodedata
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from digest.rank_cache import PostCache, post_key
-from digest.textindex import chunk_words, chunks, term_seq, visible_span, visible_text, words
+from digest.textindex import (
+    TERM_IDS,
+    chunk_words,
+    chunks,
+    term_seq,
+    visible_span,
+    visible_text,
+    words,
+)
 
 # Dates further apart than this veto a title- or text-based match.
 MAX_DAYS_APART = 4.0
@@ -318,22 +325,6 @@ def _title_variants(t: str, toks: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-class _TermIds(dict[str, int]):
-    """term -> a 30-bit id from its CRC-32: the same in every process and run.
-
-    30 bits keep each id a one-digit Python int, which is cheap to hash and compare.
-    """
-
-    def __missing__(self, term: str) -> int:
-        if len(self) > 300_000:  # bound memory in a long-running daemon
-            self.clear()
-        got = self[term] = zlib.crc32(term.encode()) & 0x3FFFFFFF
-        return got
-
-
-_TERM_IDS = _TermIds()
-
-
 def shingles(tokens: list[str]) -> frozenset[int]:
     """Fingerprints of the shingles (4 consecutive content terms) of the start of a text.
 
@@ -344,7 +335,7 @@ def shingles(tokens: list[str]) -> frozenset[int]:
     """
     if len(tokens) < SHINGLE:
         return frozenset()
-    ids = list(map(_TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
+    ids = list(map(TERM_IDS.__getitem__, tokens[:FINGERPRINT_TERMS]))
     # zip(*[ids[i:] for i in range(SHINGLE)]) written out: this runs for every new post.
     return frozenset(map(hash, zip(ids, ids[1:], ids[2:], ids[3:], strict=False)))
 

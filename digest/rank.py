@@ -7,7 +7,7 @@ Score of a post (all parts pure functions of the post, the profile and `now`)::
     weight = feed's config weight * subscriber's weight for that feed (default 1)
     R      = rel / (rel + 3)                           text relevance, 0..1
     rel    = best interest + 0.3 * the other interests' scores
-    interest score = BM25F over title (x3), summary (x1.5) and the opening 150 words (x1)
+    interest score = BM25F over title (x3), summary (x1.5) and the opening 120 words (x1)
                      of the interest's words (scaled by the share of them present), its exact
                      phrase, and related terms from `rank_terms.RELATED` (x0.4)
     F      = 0.5 ** (age_hours / 48)                   freshness
@@ -42,7 +42,7 @@ from digest import rank_cache, rank_semantic
 from digest.dedup import SKETCH, Record, cluster, parse_when
 from digest.models import Candidate, Profile, RankedItem, Selection
 from digest.rank_terms import RELATED
-from digest.textindex import chunks, term_seq, terms, visible_span
+from digest.textindex import opening_span, term_seq, terms
 
 HALF_LIFE_HOURS = 48.0
 FRESHNESS_WEIGHT = 0.15
@@ -177,7 +177,7 @@ class _Post:
     functions of `fields`).
     """
 
-    text: str  # start of the opening's visible text (`_lead`), whitespace not collapsed
+    text: str  # the opening's first words (`_lead`)
     record: Record
     present: set[str]
     fields: tuple[list[str], list[str], list[str]]  # terms of title, summary, body (in order)
@@ -221,9 +221,9 @@ def _analyse(
     url: str, title: str, summary: str, published: datetime | None, content: str
 ) -> tuple[_Post, int]:
     """A post's features, and how many leading characters of `content` they depend on."""
-    text, used = visible_span(content)
-    body = term_seq(chunks(text))
-    lead = _lead(text)
+    opening, used = opening_span(content)
+    body = term_seq(opening)
+    lead = _lead(opening)
     # `tokens` given, the record does not read `text`: it keeps what is stored of it.
     record = Record(url=url, title=title, published=published, text=lead, tokens=body)
     title_terms = terms(title)
@@ -240,12 +240,12 @@ def _analyse(
     return post, used
 
 
-def _lead(text: str) -> str:
-    """The start of `text` through its SEMANTIC_WORDS-th word: all `_semantic` reads of it."""
-    parts = text.split(None, SEMANTIC_WORDS)
-    if len(parts) <= SEMANTIC_WORDS:
-        return text
-    return text[: len(text) - len(parts[-1])].rstrip()
+def _lead(opening: list[str]) -> str:
+    """The opening's first SEMANTIC_WORDS words, space-separated: all `_semantic` reads of it.
+
+    Joined from the chunks the opening was split into already (not split again from the text).
+    """
+    return " ".join(opening[:SEMANTIC_WORDS])
 
 
 # --------------------------------------------------------------------------- stored features
@@ -254,7 +254,7 @@ def _lead(text: str) -> str:
 # reading and tokenizing of `textindex`, the title and URL analyses and shingles of `dedup`,
 # the fields of `_Post`. (`tests/test_rank_features.py` pins the bytes made from the fixtures
 # to catch a change that forgot to.)
-FEATURES_VERSION = "rank-2"
+FEATURES_VERSION = "rank-3"
 # Shingle fingerprints are hashes of tuples of ints (see `dedup.shingles`): the same in every
 # process of one Python build (whatever PYTHONHASHSEED), but not promised across Python
 # versions or word sizes. Blobs carry this and are not used where tuples hash differently.
@@ -430,7 +430,7 @@ class _Doc:
     n_words: int
     when: datetime | None
     weight: float
-    text: str  # start of the opening's visible text (`_lead`), whitespace not collapsed
+    text: str  # the opening's first words (`_lead`)
     post: _Post
     norms: tuple[float, float, float] = (1.0, 1.0, 1.0)  # BM25F length norms, set by _Index
     vector: dict[str, float] = field(default_factory=dict)

@@ -20,7 +20,7 @@ HORIZON = timedelta(days=45)
 PAGE = 2000
 # Below this many posts, starting worker processes costs more than it saves.
 POOL_MIN = 200
-# Ranking reads a post's opening (its first ~150 words), not all of it: this many characters of
+# Ranking reads a post's opening (its first ~120 words), not all of it: this many characters of
 # its HTML, which is rarely shorter than that opening.
 OPENING_CHARS = 12_000
 

@@ -14,6 +14,7 @@ import digest.rank as rank_module
 from bench.rank import load_posts
 from digest.models import Candidate, Profile, Selection
 from digest.rank import rank, select
+from digest.textindex import OPENING_WORDS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 6, 5, 12, 0, tzinfo=UTC)
@@ -92,6 +93,24 @@ def test_interest_moves_relevant_post_to_top() -> None:
     # Without interests the same digest is newest first: the old post is not on top.
     plain = select(Profile(), cands, NOW)
     assert ids(plain.featured)[0] != 9
+
+
+def test_relevance_reads_the_opening_words_only() -> None:
+    """The body counts through its OPENING_WORDS-th word: an interest named only after that
+    adds nothing, named as the opening's last word it does."""
+
+    def post(entry_id: int, tail: str) -> Candidate:
+        filler = " ".join(f"w{entry_id}x{k}" for k in range(OPENING_WORDS - 1))
+        return cand(entry_id, f"Notes {entry_id}", f"{filler} {tail}")
+
+    cands = [
+        post(1, "interpretability"),
+        post(2, "plain interpretability"),
+        post(3, "plain gardening"),
+    ]
+    sel = select(Profile(interests=("interpretability",)), cands, NOW)
+    score = {i.candidate.entry_id: i.score for i in (*sel.featured, *sel.more)}
+    assert score[1] > score[2] == score[3]
 
 
 def test_rank_on_fixtures_puts_labelled_best_post_first() -> None:

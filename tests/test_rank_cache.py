@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +14,7 @@ import digest.rank as rank_module
 from digest import dedup, rank_cache
 from digest.models import Candidate, Profile, Selection
 from digest.rank import rank, select
-from digest.textindex import visible_span, visible_text
+from digest.textindex import chunks, opening_span, visible_span, visible_text
 
 from .test_rank import fixture_posts
 
@@ -194,36 +194,43 @@ def test_select_restores_the_garbage_collector_state() -> None:
         gc.enable()
 
 
-def test_visible_span_covers_everything_the_visible_text_depends_on() -> None:
-    """Any content of the same length that starts with the span gives the same visible text
-    (what lets the post caches compare openings instead of hashing whole contents)."""
-    rng = random.Random(0)
-    pieces = [
-        "Published on May 5, 2026",
-        "<br/>",
-        "<br>",
-        " ",
-        "\n",
-        "<p>",
-        "</p>",
-        "words and more words ",
-        "&amp;",
-        "<script>",
-        "</script>",
-        "<style>",
-        "</style >",
-        '<a href="https://x.example/p#comments">Discuss</a>',
-        "<",
-        ">",
-        "br",
-    ]
+# Pieces of HTML that exercise what `visible_span` and `opening_span` treat specially.
+HTML_PIECES = [
+    "Published on May 5, 2026",
+    "<br/>",
+    "<br>",
+    " ",
+    "\n",
+    "<p>",
+    "</p>",
+    "words and more words ",
+    "&amp;",
+    "<script>",
+    "</script>",
+    "<style>",
+    "</style >",
+    '<a href="https://x.example/p#comments">Discuss</a>',
+    "<",
+    ">",
+    "br",
+]
 
+
+def html_filler(rng: random.Random, pieces: list[str]) -> Callable[[int], str]:
     def fill(n: int) -> str:
         out = ""
         while len(out) < n:
             out += rng.choice(pieces)
         return out[:n]
 
+    return fill
+
+
+def test_visible_span_covers_everything_the_visible_text_depends_on() -> None:
+    """Any content of the same length that starts with the span gives the same visible text
+    (what lets the post caches compare openings instead of hashing whole contents)."""
+    rng = random.Random(0)
+    fill = html_filler(rng, HTML_PIECES)
     for _ in range(3000):
         budget = rng.choice([30, 100, 400])
         raw = fill(rng.choice([20, 80, 300, 900]))
@@ -233,6 +240,33 @@ def test_visible_span_covers_everything_the_visible_text_depends_on() -> None:
         for _ in range(3):
             other = raw[:used] + fill(len(raw) - used)
             assert visible_text(other, budget) == text, (raw, other)
+
+
+def test_opening_span_is_the_start_of_the_visible_text_and_covers_what_it_depends_on() -> None:
+    """`opening_span` reads a window of the HTML when its words are there: they are the
+    visible text's first words all the same, and any content of the same length that starts
+    with its span has them."""
+    rng = random.Random(1)
+    # Entities cut by a window, and whitespace that entities may or may not span.
+    pieces = [
+        *HTML_PIECES,
+        *("&nbsp;", "&nbspx;", "&#32;", "&#28;", "&#281;", "&#x41;", "&amp", "&notin;"),
+        *("x\ry", "\t", "\f", "\xa0", "\u2003"),
+    ]
+    fill = html_filler(rng, pieces)
+    windowed = 0
+    for _ in range(6000):
+        budget = rng.choice([100, 400])
+        n_words = rng.choice([1, 3, 8, 30])
+        raw = fill(rng.randint(0, 900))
+        got, used = opening_span(raw, n_words, budget)
+        assert got == chunks(visible_text(raw, budget), n_words), (raw, n_words, budget)
+        assert 0 <= used <= len(raw)
+        windowed += used < visible_span(raw, budget)[1]
+        for _ in range(3):
+            other = raw[:used] + fill(len(raw) - used)
+            assert opening_span(other, n_words, budget)[0] == got, (raw, other)
+    assert windowed > 150  # the window was enough, often
 
 
 def test_an_edit_past_a_long_skipped_block_is_not_served_stale() -> None:
