@@ -444,7 +444,19 @@ class Store:
         """Feeds' collects in one transaction: for each (feed id, what the fetch learned, its
         entries), the entries and the feed's state together, so a crash never keeps entries
         without the validators that would fetch them again, or the reverse. Returns how many
-        entries were new, per feed."""
+        entries were new, per feed. A database failure is a StoreError (nothing of the batch
+        is kept)."""
+        try:
+            return self._save_collected(now, collected)
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreError(
+                f"cannot save collected feeds to {_redact(self.url)}: {reason}"
+            ) from None
+
+    def _save_collected(
+        self, now: datetime, collected: Sequence[tuple[int, FetchRecord, Sequence[ParsedEntry]]]
+    ) -> list[int]:
         with self.engine.begin() as conn:
             counts = []
             # Feeds whose rows change the same columns (every 304, say) are updated by one

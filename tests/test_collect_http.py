@@ -385,3 +385,42 @@ def test_without_the_guard_loopback_feeds_are_fetched(
     feed_server.scripted["/f.xml"] = [ok()]
     c = collector([("lw", feed_server.url("/f.xml"))])
     assert c.one(T0).new == 10
+
+
+def test_a_store_that_fails_mid_collect_stops_it_with_that_error_not_a_hang(
+    feed_server: FeedServer, collector: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writes happen in a thread of their own, a batch at a time; the batch's failure must
+    # reach every feed waiting on it, and the collect must end with it.
+    from digest.errors import StoreError
+
+    def failing(self: Store, *args: Any) -> list[int]:
+        raise StoreError("cannot write: disk full")
+
+    monkeypatch.setattr(Store, "save_collected", failing)
+    for n in range(12):
+        feed_server.scripted[f"/f{n}.xml"] = [ok()]
+    c = collector([(f"f{n}", feed_server.url(f"/f{n}.xml")) for n in range(12)])
+
+    async def guarded() -> None:  # a hang guard only: the collect takes well under a second
+        await asyncio.wait_for(collect_step(c.settings, c.store, T0), 120)
+
+    with pytest.raises(StoreError, match="disk full"):
+        asyncio.run(guarded())
+
+
+def test_a_database_failure_while_saving_is_a_store_error_naming_it(
+    feed_server: FeedServer, collector: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from digest.errors import StoreError
+
+    feed_server.scripted["/f.xml"] = [ok()]
+    c = collector([("lw", feed_server.url("/f.xml"))])
+    with sqlite3.connect(tmp_path / "d.db") as db:  # the table the entries go to, gone
+        db.execute("ALTER TABLE entries RENAME TO entries_elsewhere")
+    with pytest.raises(
+        StoreError, match=r"cannot save collected feeds to .*no such table: entries"
+    ):
+        c.collect(T0)
