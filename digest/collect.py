@@ -186,6 +186,10 @@ class _BatchWriter:
         self._room = asyncio.Semaphore(2 * size)
 
     def close(self) -> None:
+        # After a failure some feeds never reached `save`: no batch timer may fire after this.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._thread.shutdown(wait=True)
 
     async def save(
