@@ -8,7 +8,6 @@ import marshal
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,18 +19,11 @@ from digest.models import Candidate, Profile
 from digest.rank import post_features, preload, select
 from digest.textindex import OPENING_WORDS, chunks
 
-from .test_rank_cache import NOW, PROFILES, candidates, snapshot
+# `lexical_only` is test_rank_cache's autouse fixture, applied here too: no semantic extra, and
+# an empty per-post cache around each test.
+from .test_rank_cache import NOW, PROFILES, candidates, lexical_only, snapshot  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def lexical_only() -> Iterator[None]:
-    rank_module.set_semantic(False)
-    rank_module.clear_post_cache()
-    yield
-    rank_module.clear_post_cache()
-    rank_module.set_semantic(None)
 
 
 def features(c: Candidate) -> bytes:
