@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
 import os
-import sys
-import types
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import chain, zip_longest
@@ -21,8 +18,8 @@ from digest.config import FeedSettings, Settings
 from digest.discover import feed_links, looks_like_html
 from digest.errors import FeedError, FeedGone
 from digest.fetch import Fetcher, FetchResult, read_file
-from digest.models import ParsedEntry, ParsedFeed
-from digest.parse import clean_line, parse_feed
+from digest.models import ParsedEntry
+from digest.parse_pool import Parsers
 from digest.store import FeedState, FetchRecord, Store
 
 # A feed counts as persistently broken only after this many failed attempts in a row, however
@@ -89,7 +86,7 @@ async def collect(
     # Parsing is pure Python and holds the GIL: threads add nothing, worker processes add a
     # core each. A handful of feeds is not worth starting them.
     workers = options.processes or os.cpu_count() or 1
-    pool = _parser_pool(workers) if workers > 1 and len(due) > 4 else None
+    parsers = Parsers(workers if workers > 1 and len(due) > 4 else 0, options.parse_timeout)
     outcomes: dict[str, FeedOutcome] = {}
     try:
         async with Fetcher(
@@ -110,7 +107,7 @@ async def collect(
                     outcome = FeedOutcome(feed.name, skipped=skipped, url=state.location)
                 else:
                     outcome = await _collect_one(
-                        settings, writer, state, feed.title, fetcher, now, pool, limit
+                        settings, writer, state, feed.title, fetcher, now, parsers, limit
                     )
                 outcomes[feed.name] = outcome
                 if progress is not None:
@@ -121,30 +118,8 @@ async def collect(
             finally:
                 writer.close()
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        parsers.close()
     return [outcomes[f.name] for f in settings.feeds]
-
-
-def _parser_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that parse, started fresh with only the parser imported. Forked, each
-    would be a copy of this process with everything it has loaded (SQLAlchemy, httpx, pydantic,
-    the config), and count it all again in its memory."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    # A spawned worker imports this command's main module too (for functions pickled from it;
-    # the parser is not one), which would load the whole CLI into it again. Workers started
-    # while __main__ is a blank module skip that. Spawning happens in `submit`, one worker per
-    # task while none is idle: these tasks start them all now.
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        for _ in range(workers):
-            # A function of the parser's module: the worker imports it (and only it) now, not
-            # when the first feed arrives.
-            pool.submit(clean_line, "")
-    finally:
-        sys.modules["__main__"] = main
-    return pool
 
 
 def _interleaved_by_host(feeds: Sequence[FeedSettings]) -> list[FeedSettings]:
@@ -250,14 +225,14 @@ async def _collect_one(
     title: str | None,
     fetcher: Fetcher,
     now: datetime,
-    pool: Executor | None,
+    parsers: Parsers,
     limit: asyncio.Semaphore,
 ) -> FeedOutcome:
     try:
         # Fetching and parsing hold a concurrency slot; waiting for the batch's write does not
         # (the writer bounds how many feeds wait).
         async with limit:
-            got = await _fetch_and_parse(settings, state, title, fetcher, pool)
+            got = await _fetch_and_parse(settings, state, title, fetcher, parsers)
     except FeedError as exc:
         return await _failed(settings, store, state, now, exc)
     new = await store.save(state.id, got.record, got.entries)
@@ -271,7 +246,7 @@ async def _fetch_and_parse(
     state: FeedState,
     title: str | None,
     fetcher: Fetcher,
-    pool: Executor | None,
+    parsers: Parsers,
 ) -> _Fetched:
     url = state.location
     fetched = await _fetch(settings, state, fetcher)
@@ -305,9 +280,7 @@ async def _fetch_and_parse(
     # Items unchanged since the last parse are not read again (an item's hash covers the URL
     # it was fetched from, so after a move or discovery all are).
     known = frozenset((state.item_hashes or "").split())
-    parsed: ParsedFeed = await asyncio.get_running_loop().run_in_executor(
-        pool, parse_feed, fetched.data, fetched.url or url, fetched.content_type, known
-    )
+    parsed = await parsers.parse(fetched.data, fetched.url or url, fetched.content_type, known)
     record = replace(
         record,
         title=title or parsed.title or state.name,

@@ -160,6 +160,12 @@ class CollectSettings(_Section):
     processes: int = Field(
         default=0, ge=0, le=64, description="worker processes for parsing; 0: one per core"
     )
+    parse_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="a feed whose parsing takes longer fails, and its parser process is stopped;"
+        " seconds",
+    )
     interval_minutes: float = Field(default=30.0, gt=0)
     # Fractions of a minute are allowed (tests collect every few seconds).
     jitter: float = Field(

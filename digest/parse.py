@@ -78,8 +78,40 @@ def _memoize_uri_joins() -> bool:
     return True
 
 
+# Longer than any real author line ("Name (address)", several names): see `_bound_author_match`.
+AUTHOR_MATCH_LIMIT = 512
+
+
+def _bound_author_match() -> bool:
+    """Keep a hostile author line from stalling the parse.
+
+    For an author without structured parts, feedparser looks for an e-mail address in the text
+    with a regular expression whose nested repetition backtracks quadratically when no match is
+    found: a 16 kB author takes a second, and one author of a few MB (under the size cap)
+    would hold a parser for hours. feedparser 6.0.14 still does this (upstream issue 562). An
+    author line past `AUTHOR_MATCH_LIMIT` characters is cut to that length before the search;
+    shorter ones, every real one, are read exactly as before. Only done when the method is
+    there as expected; returns whether it was."""
+    mixin = getattr(feedparser_mixin, "_FeedParserMixin", None)
+    sync = getattr(mixin, "_sync_author_detail", None)
+    if mixin is None or not callable(sync) or hasattr(sync, "__wrapped__"):
+        return False
+
+    @functools.wraps(sync)
+    def bounded(self: Any, key: str = "author") -> None:
+        context = self._get_context()
+        value = context.get(key)
+        if isinstance(value, str) and len(value) > AUTHOR_MATCH_LIMIT:
+            context[key] = value[:AUTHOR_MATCH_LIMIT]
+        sync(self, key)
+
+    mixin._sync_author_detail = bounded
+    return True
+
+
 CP1252_TABLE_COMPLETED = _complete_cp1252_table()
 URI_JOINS_MEMOIZED = _memoize_uri_joins()
+AUTHOR_MATCH_BOUNDED = _bound_author_match()
 
 
 def clean_line(text: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import brotli
 import pytest
 
-import digest.collect
+import digest.parse_pool
 from digest.collect import FeedOutcome
 from digest.config import Settings, load_config
 from digest.errors import FeedError
@@ -216,13 +216,13 @@ def test_a_server_ignoring_validators_is_not_reparsed_when_the_body_is_the_same(
     # No ETag, no Last-Modified: every request gets the whole body again.
     feed_server.scripted["/plain.xml"] = [ok()]
     parses: list[str] = []
-    real = digest.collect.parse_feed
+    real = digest.parse_pool.parse_feed
 
     def counting(data: bytes, url: str, *args: Any) -> Any:
         parses.append(url)
         return real(data, url, *args)
 
-    monkeypatch.setattr(digest.collect, "parse_feed", counting)
+    monkeypatch.setattr(digest.parse_pool, "parse_feed", counting)
     c = collector([("lw", feed_server.url("/plain.xml"))])
     assert c.one(T0).new == 10
     second = c.one(T0 + timedelta(hours=1))

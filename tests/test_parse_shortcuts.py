@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import digest.collect
+import digest.parse_pool
 from digest.config import load_config
 from digest.errors import FeedError
 from digest.models import ParsedEntry
@@ -109,14 +109,14 @@ def test_collect_reads_only_new_and_changed_items_and_stores_the_same(
     )
     feed_server.scripted["/f.xml"] = [(200, {"Content-Type": RSS}, feed)]
     read: list[int] = []
-    real = digest.collect.parse_feed
+    real = digest.parse_pool.parse_feed
 
     def counting(*args: Any) -> Any:
         parsed = real(*args)
         read.append(len(parsed.entries))
         return parsed
 
-    monkeypatch.setattr(digest.collect, "parse_feed", counting)
+    monkeypatch.setattr(digest.parse_pool, "parse_feed", counting)
     database = tmp_path / "d.db"
     config = write_config(
         tmp_path / "config.toml",
@@ -164,7 +164,8 @@ def test_the_completed_cp1252_table_translates_exactly_as_feedparsers_own() -> N
 
 @contextlib.contextmanager
 def feedparser_as_shipped() -> Iterator[None]:
-    """feedparser with its own table and URI joins back, for as long as the block runs."""
+    """feedparser with its own table, URI joins and author matching back, for as long as the
+    block runs."""
     from feedparser import html as feedparser_html
     from feedparser import mixin as feedparser_mixin
 
@@ -172,22 +173,26 @@ def feedparser_as_shipped() -> Iterator[None]:
         name: getattr(feedparser_mixin, name)
         for name in ("_cp1252", "make_safe_absolute_uri", "_urljoin")
     }
+    mixin = feedparser_mixin._FeedParserMixin
+    our_sync = mixin._sync_author_detail
     feedparser_mixin._cp1252 = feedparser_html._cp1252
     feedparser_mixin.make_safe_absolute_uri = ours["make_safe_absolute_uri"].__wrapped__
     feedparser_mixin._urljoin = ours["_urljoin"].__wrapped__
+    mixin._sync_author_detail = our_sync.__wrapped__
     try:
         yield
     finally:
         for name, value in ours.items():
             setattr(feedparser_mixin, name, value)
+        mixin._sync_author_detail = our_sync
 
 
 def test_parsing_with_the_shortcuts_gives_what_feedparser_as_shipped_gives(
     tmp_path: Path,
 ) -> None:
-    from digest.parse import CP1252_TABLE_COMPLETED, URI_JOINS_MEMOIZED
+    from digest.parse import AUTHOR_MATCH_BOUNDED, CP1252_TABLE_COMPLETED, URI_JOINS_MEMOIZED
 
-    assert CP1252_TABLE_COMPLETED and URI_JOINS_MEMOIZED
+    assert CP1252_TABLE_COMPLETED and URI_JOINS_MEMOIZED and AUTHOR_MATCH_BOUNDED
     files = corpus_and_lesswrong(tmp_path)
 
     def parse_all() -> list[str]:

@@ -1,0 +1,178 @@
+"""Parsing off the event loop, supervised: a feed whose parse never ends, or kills the process
+parsing it, fails alone instead of holding or breaking the whole collect.
+
+feedparser is pure Python and holds the GIL, so a large collect parses in worker processes (a
+core each); a handful of feeds parse in a thread. Either way each parse has a deadline. A
+worker process past it is killed with its pool, and a fresh pool takes over; a thread cannot
+be killed, so it is left behind (a daemon thread: it does not keep the process alive).
+
+A worker that dies (killed for memory, a crash in C) breaks its whole pool, failing every
+parse in flight there, most of them innocent. Each such feed is parsed again alone, in a
+one-worker pool of its own: a second death there is that feed's own doing, and is its error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import multiprocessing
+import sys
+import threading
+import types
+from collections.abc import Callable, Collection
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from digest.errors import FeedError
+from digest.models import ParsedFeed
+from digest.parse import clean_line, parse_feed
+
+# `parse_feed`'s signature; tests give workers that hang or die.
+ParseTarget = Callable[..., ParsedFeed]
+
+
+class Parsers:
+    """`parse` runs `target` (the parser) with a deadline, in `workers` processes, or in
+    threads when `workers` is 0. `close` when done: it does not wait for a stuck parse."""
+
+    def __init__(self, workers: int, deadline: float, target: ParseTarget | None = None) -> None:
+        self._workers, self._deadline = workers, deadline
+        self._target = target or parse_feed
+        self._pool = _spawn(workers) if workers else None
+        # Parses handed to the pool at once: enough to keep every worker busy, few enough that
+        # a parse does not spend its deadline queued behind others.
+        self._slots = asyncio.Semaphore(2 * max(workers, 1))
+        self._alone: ProcessPoolExecutor | None = None
+        self._alone_turn = asyncio.Lock()
+        self._in_flight = 0
+
+    async def parse(
+        self, data: bytes, url: str, content_type: str | None, known: Collection[str] | None
+    ) -> ParsedFeed:
+        args = (data, url, content_type, known)
+        if self._pool is None:
+            return await self._in_thread(args)
+        async with self._slots:
+            pool = self._pool
+            try:
+                return await self._in_pool(pool, args)
+            except BrokenProcessPool:
+                self._replace(pool)
+        # The pool died under this parse or under another one: this feed again, alone.
+        async with self._alone_turn:
+            alone = self._alone = self._alone or _spawn(1)
+            try:
+                return await self._in_pool(alone, args)
+            except BrokenProcessPool:
+                self._replace(alone)
+                raise FeedError(
+                    "the parser process died reading this feed (twice: the second time it was"
+                    " the only feed being parsed)",
+                    kind="parser-crash",
+                ) from None
+
+    async def _in_pool(self, pool: ProcessPoolExecutor, args: tuple[Any, ...]) -> ParsedFeed:
+        future = asyncio.get_running_loop().run_in_executor(pool, self._target, *args)
+        self._in_flight += 1
+        try:
+            return await asyncio.wait_for(future, self._deadline)
+        except TimeoutError:
+            self._replace(pool)
+            raise self._too_slow() from None
+        finally:
+            self._in_flight -= 1
+
+    async def _in_thread(self, args: tuple[Any, ...]) -> ParsedFeed:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[ParsedFeed] = loop.create_future()
+
+        def work() -> None:
+            try:
+                result = self._target(*args)
+            except Exception as exc:
+                settle = functools.partial(_set_exception, done, exc)
+            else:
+                settle = functools.partial(_set_result, done, result)
+            # RuntimeError: the loop closed while this parse ran past its deadline.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle)
+
+        threading.Thread(target=work, name="digest-parse", daemon=True).start()
+        try:
+            return await asyncio.wait_for(done, self._deadline)
+        except TimeoutError:
+            raise self._too_slow() from None
+
+    def _too_slow(self) -> FeedError:
+        return FeedError(
+            f"parsing did not finish within {self._deadline:g}s and was abandoned"
+            " (collect.parse_timeout)",
+            kind="parse-timeout",
+        )
+
+    def _replace(self, pool: ProcessPoolExecutor) -> None:
+        """Stop `pool` (killing its workers, whatever they are doing) and start its successor,
+        unless another parse did already. Parses still in `pool` fail as from a broken pool,
+        and are tried again alone."""
+        if pool is self._pool:
+            self._pool = _spawn(self._workers)
+        elif pool is self._alone:
+            self._alone = None
+        else:
+            return
+        _kill(pool)
+
+    def close(self) -> None:
+        for pool in (self._pool, self._alone):
+            if pool is None:
+                continue
+            if self._in_flight:
+                _kill(pool)  # torn down mid-collect: nothing is waiting for these parses
+            else:
+                pool.shutdown(wait=True)
+        self._pool = self._alone = None
+
+
+def _set_result(done: asyncio.Future[ParsedFeed], result: ParsedFeed) -> None:
+    if not done.done():  # else given up on: the deadline passed
+        done.set_result(result)
+
+
+def _set_exception(done: asyncio.Future[ParsedFeed], error: Exception) -> None:
+    if not done.done():
+        done.set_exception(error)
+
+
+def _spawn(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that parse, started fresh with only the parser imported. Forked, each
+    would be a copy of this process with everything it has loaded (SQLAlchemy, httpx, pydantic,
+    the config), and count it all again in its memory."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # A spawned worker imports this command's main module too (for functions pickled from it;
+    # the parser is not one), which would load the whole CLI into it again. Workers started
+    # while __main__ is a blank module skip that. Spawning happens in `submit`, one worker per
+    # task while none is idle: these tasks start them all now.
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        for _ in range(workers):
+            # A function of the parser's module: the worker imports it (and only it) now, not
+            # when the first feed arrives.
+            pool.submit(clean_line, "")
+    finally:
+        sys.modules["__main__"] = main
+    return pool
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool without waiting for its workers: a stuck parse would never let them go."""
+    # The executor keeps its processes here (CPython 3.8 to 3.13); `terminate_workers` only
+    # came in 3.14.
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.kill()
+    # Not cancel_futures: parses queued there fail as from a broken pool and are tried again.
+    pool.shutdown(wait=False)

@@ -1,0 +1,157 @@
+"""Parsing is supervised: a parse that never ends or kills its process fails that feed alone,
+named as such, and the collect goes on and ends. Real worker processes (spawned, as in a
+collect), and real feedparser on a hostile feed served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from digest.errors import FeedError
+from digest.models import ParsedFeed
+from digest.parse import AUTHOR_MATCH_LIMIT, parse_feed
+from digest.parse_pool import Parsers
+from tests import parse_targets
+from tests.conftest import LESSWRONG, FeedServer, utc
+from tests.test_collect_http import Collector
+
+FEED = (LESSWRONG / "feed-1.xml").read_bytes()
+RSS = "application/rss+xml"
+# Generous: a fixture feed parses in milliseconds; the deadline only has to be passed by a
+# parse that never ends.
+DEADLINE = 10.0
+
+
+@pytest.fixture
+def released() -> Iterator[None]:
+    parse_targets.RELEASE.clear()
+    yield
+    parse_targets.RELEASE.set()  # a parse left hanging in a thread ends with the test
+
+
+def parse_all(parsers: Parsers, *rounds: list[str]) -> dict[str, ParsedFeed | FeedError]:
+    """Each round's feeds parsed at once, one round after another; then `close`."""
+
+    async def one(url: str) -> ParsedFeed | FeedError:
+        try:
+            return await parsers.parse(FEED, url, RSS, None)
+        except FeedError as exc:
+            return exc
+
+    async def every() -> dict[str, ParsedFeed | FeedError]:
+        results: dict[str, ParsedFeed | FeedError] = {}
+        try:
+            for urls in rounds:
+                # A hang guard only: with the deadline working a round takes about DEADLINE.
+                got = await asyncio.wait_for(asyncio.gather(*map(one, urls)), 20 * DEADLINE)
+                results.update(zip(urls, got, strict=True))
+        finally:
+            parsers.close()
+        return results
+
+    return asyncio.run(every())
+
+
+def spawned_workers() -> dict[int, psutil.Process]:
+    found = {}
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone meanwhile
+            if "spawn_main" in " ".join(p.cmdline()):
+                found[p.pid] = p
+    return found
+
+
+def urls(*names: str) -> list[str]:
+    return [f"http://127.0.0.1/{name}.xml" for name in names]
+
+
+@pytest.mark.parametrize("workers", [2, 0], ids=["processes", "threads"])
+def test_a_parse_that_never_ends_fails_its_feed_and_the_others_are_parsed(
+    workers: int, released: None
+) -> None:
+    before = spawned_workers()
+    parsers = Parsers(workers, DEADLINE, target=parse_targets.hang_or_die)
+    # The second round comes after the stuck parse was given up on (and, in processes, its
+    # pool stopped and replaced).
+    results = parse_all(parsers, urls("a", "b", "hang", "c", "d", "e"), urls("f", "g", "h"))
+
+    stuck = results.pop("http://127.0.0.1/hang.xml")
+    assert isinstance(stuck, FeedError) and stuck.kind == "parse-timeout"
+    assert str(stuck) == (
+        f"parsing did not finish within {DEADLINE:g}s and was abandoned (collect.parse_timeout)"
+    )
+    for url, result in results.items():
+        assert result == parse_feed(FEED, url, RSS), url
+    # No worker is left behind, stuck or not.
+    left = [p for pid, p in spawned_workers().items() if pid not in before]
+    _, alive = psutil.wait_procs(left, timeout=60)
+    assert not alive
+
+
+def test_a_worker_that_dies_fails_only_the_feed_that_killed_it() -> None:
+    parsers = Parsers(2, DEADLINE, target=parse_targets.hang_or_die)
+    results = parse_all(parsers, urls("a", "b", "die", "c", "d", "e", "f"), urls("g", "h"))
+
+    dead = results.pop("http://127.0.0.1/die.xml")
+    assert isinstance(dead, FeedError) and dead.kind == "parser-crash"
+    assert "died" in str(dead) and "the only feed" in str(dead)
+    # Its death broke the pool under the feeds parsed beside it: they were parsed again.
+    for url, result in results.items():
+        assert result == parse_feed(FEED, url, RSS), url
+
+
+def hostile_author_feed(length: int) -> bytes:
+    """An RSS feed whose one item has an author line that makes feedparser's e-mail search
+    backtrack: quadratic in `length` (16 kB took about a second here)."""
+    author = "a@" + "a." * (length // 2) + "!"
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Hostile</title>'
+        "<link>http://127.0.0.1/</link><item><title>A post</title>"
+        f"<link>http://127.0.0.1/post</link><author>{author}</author>"
+        "<description>&lt;p&gt;Text.&lt;/p&gt;</description></item></channel></rss>"
+    ).encode()
+
+
+def test_a_hostile_author_line_does_not_stall_the_parse(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    # 400 kB: unbounded, the e-mail search alone would take minutes (625 times the 16 kB
+    # second). The deadline makes a regression fail in 30 s instead of stalling the run.
+    feed_server.routes["/hostile.xml"] = hostile_author_feed(400_000)
+    for n in range(5):  # enough feeds for worker processes, as in a real collect
+        feed_server.routes[f"/f{n}.xml"] = FEED
+    feeds = [("hostile", feed_server.url("/hostile.xml"))]
+    feeds += [(f"f{n}", feed_server.url(f"/f{n}.xml")) for n in range(5)]
+    c = Collector(tmp_path, feeds, collect="parse_timeout = 30\nprocesses = 2")
+    try:
+        outcomes = {o.name: o for o in c.collect(utc("2026-06-04T06:00:00"))}
+        assert {name: o.error for name, o in outcomes.items()} == dict.fromkeys(outcomes)
+        assert outcomes["hostile"].new == 1
+    finally:
+        c.store.close()
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        (author,) = db.execute(
+            "SELECT author FROM entries WHERE url = 'http://127.0.0.1/post'"
+        ).fetchone()
+    assert author.startswith("a@a.a.") and len(author) == AUTHOR_MATCH_LIMIT
+
+
+def test_an_author_line_is_cut_only_past_the_bound() -> None:
+    from digest.parse import AUTHOR_MATCH_BOUNDED
+
+    assert AUTHOR_MATCH_BOUNDED
+    long = parse_feed(hostile_author_feed(100_000), "http://127.0.0.1/h.xml", RSS)
+    assert long.entries[0].author == ("a@" + "a." * AUTHOR_MATCH_LIMIT)[:AUTHOR_MATCH_LIMIT]
+    # A real author line, address and all, is read as feedparser reads it.
+    feed = hostile_author_feed(10).replace(
+        b"<author>a@a.a.a.a.a.!</author>", b"<author>Jane Doe (jane@example.org)</author>"
+    )
+    assert parse_feed(feed, "http://127.0.0.1/h.xml", RSS).entries[0].author == (
+        "Jane Doe (jane@example.org)"
+    )
