@@ -167,12 +167,11 @@ def _spawn(workers: int) -> ProcessPoolExecutor:
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool without waiting for its workers: a stuck parse would never let them go."""
-    # The executor keeps its processes here (CPython 3.8 to 3.13); `terminate_workers` only
-    # came in 3.14.
+    """Stop a pool without waiting for its workers: a stuck parse would never let them go.
+    Parses queued there fail as from a broken pool (and are tried again), not cancelled."""
+    # The executor's own processes (CPython 3.8 on; `kill_workers` only came in 3.14).
     processes = getattr(pool, "_processes", None) or {}
     for process in list(processes.values()):
         if process.is_alive():
             process.kill()
-    # Not cancel_futures: parses queued there fail as from a broken pool and are tried again.
     pool.shutdown(wait=False)
