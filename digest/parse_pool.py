@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import multiprocessing
-import sys
 import threading
-import types
 from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +25,7 @@ from typing import Any
 from digest.errors import FeedError
 from digest.models import ParsedFeed
 from digest.parse import clean_line, parse_feed
+from digest.workers import spawn_pool
 
 # `parse_feed`'s signature; tests give workers that hang or die.
 ParseTarget = Callable[..., ParsedFeed]
@@ -146,24 +144,8 @@ def _set_exception(done: asyncio.Future[ParsedFeed], error: Exception) -> None:
 
 
 def _spawn(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that parse, started fresh with only the parser imported. Forked, each
-    would be a copy of this process with everything it has loaded (SQLAlchemy, httpx, pydantic,
-    the config), and count it all again in its memory."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    # A spawned worker imports this command's main module too (for functions pickled from it;
-    # the parser is not one), which would load the whole CLI into it again. Workers started
-    # while __main__ is a blank module skip that. Spawning happens in `submit`, one worker per
-    # task while none is idle: these tasks start them all now.
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        for _ in range(workers):
-            # A function of the parser's module: the worker imports it (and only it) now, not
-            # when the first feed arrives.
-            pool.submit(clean_line, "")
-    finally:
-        sys.modules["__main__"] = main
-    return pool
+    # `clean_line` is in the parser's module: each worker imports it before the first feed.
+    return spawn_pool(workers, clean_line, "")
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

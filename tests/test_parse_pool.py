@@ -17,7 +17,7 @@ from digest.errors import FeedError
 from digest.models import ParsedFeed
 from digest.parse import AUTHOR_MATCH_LIMIT, parse_feed
 from digest.parse_pool import Parsers
-from tests import parse_targets
+from tests import worker_targets
 from tests.conftest import LESSWRONG, FeedServer, utc
 from tests.test_collect_http import Collector
 
@@ -30,9 +30,9 @@ DEADLINE = 10.0
 
 @pytest.fixture
 def released() -> Iterator[None]:
-    parse_targets.RELEASE.clear()
+    worker_targets.RELEASE.clear()
     yield
-    parse_targets.RELEASE.set()  # a parse left hanging in a thread ends with the test
+    worker_targets.RELEASE.set()  # a parse left hanging in a thread ends with the test
 
 
 def parse_all(parsers: Parsers, *rounds: list[str]) -> dict[str, ParsedFeed | FeedError]:
@@ -76,7 +76,7 @@ def test_a_parse_that_never_ends_fails_its_feed_and_the_others_are_parsed(
     workers: int, released: None
 ) -> None:
     before = spawned_workers()
-    parsers = Parsers(workers, DEADLINE, target=parse_targets.hang_or_die)
+    parsers = Parsers(workers, DEADLINE, target=worker_targets.hang_or_die)
     # The second round comes after the stuck parse was given up on (and, in processes, its
     # pool stopped and replaced).
     results = parse_all(parsers, urls("a", "b", "hang", "c", "d", "e"), urls("f", "g", "h"))
@@ -95,7 +95,7 @@ def test_a_parse_that_never_ends_fails_its_feed_and_the_others_are_parsed(
 
 
 def test_a_worker_that_dies_fails_only_the_feed_that_killed_it() -> None:
-    parsers = Parsers(2, DEADLINE, target=parse_targets.hang_or_die)
+    parsers = Parsers(2, DEADLINE, target=worker_targets.hang_or_die)
     results = parse_all(parsers, urls("a", "b", "die", "c", "d", "e", "f"), urls("g", "h"))
 
     dead = results.pop("http://127.0.0.1/die.xml")
