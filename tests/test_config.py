@@ -95,6 +95,11 @@ def test_good_config_loads_and_resolves_paths_beside_the_file(tmp_path: Path) ->
         ),
         ('mode = "folder"', 'mode = "pigeon"', "delivery -> mode"),
         ('from = "Digest <digest@example.org>"', 'from = "nobody"', "digest -> from"),
+        (
+            'mode = "folder"',
+            'mode = "folder"\n[collect]\nparse_timeout = 0',
+            "collect -> parse_timeout",
+        ),
     ],
 )
 def test_each_bad_value_is_named(tmp_path: Path, old: str, new: str, expected: str) -> None:
