@@ -155,3 +155,31 @@ def test_an_author_line_is_cut_only_past_the_bound() -> None:
     assert parse_feed(feed, "http://127.0.0.1/h.xml", RSS).entries[0].author == (
         "Jane Doe (jane@example.org)"
     )
+
+
+def test_a_feed_whose_html_takes_minutes_to_sanitize_fails_alone_and_the_collect_ends(
+    feed_server: FeedServer, tmp_path: Path
+) -> None:
+    # nh3 (html5ever) takes time quadratic in the nesting depth: 80,000 nested <div>s took 11 s
+    # here, so these 250,000 (2.75 MB, under the size cap) would take about two minutes. No
+    # size cap short of refusing ordinary feeds prevents that; the parse deadline contains it.
+    nested = "<div>" * 250_000 + "deep" + "</div>" * 250_000
+    feed_server.routes["/nested.xml"] = (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>Nested</title>'
+        "<link>http://127.0.0.1/</link><item><title>A post</title>"
+        f"<link>http://127.0.0.1/deep</link><description><![CDATA[{nested}]]></description>"
+        "</item></channel></rss>"
+    ).encode()
+    for n in range(5):
+        feed_server.routes[f"/f{n}.xml"] = FEED
+    feeds = [("nested", feed_server.url("/nested.xml"))]
+    feeds += [(f"f{n}", feed_server.url(f"/f{n}.xml")) for n in range(5)]
+    c = Collector(tmp_path, feeds, collect="parse_timeout = 5\nprocesses = 2")
+    try:
+        outcomes = {o.name: o for o in c.collect(utc("2026-06-04T06:00:00"))}
+    finally:
+        c.store.close()
+    nested_outcome = outcomes.pop("nested")
+    assert nested_outcome.kind == "parse-timeout"
+    assert "parsing did not finish within 5s and was abandoned" in (nested_outcome.problem() or "")
+    assert all(o.error is None and o.new == 10 for o in outcomes.values()), outcomes
