@@ -5,6 +5,7 @@ seen now. One bad feed is an outcome, not an exception; what the HTTP answer say
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from digest.store import FeedState, FetchRecord, Store
 # A feed counts as persistently broken only after this many failed attempts in a row, however
 # long it has been failing (one failure a day ago is a blip, not a pattern).
 BROKEN_AFTER_ATTEMPTS = 3
+GC_GEN0_THRESHOLD = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,24 @@ async def collect(
     progress: Progress | None = None,
 ) -> list[FeedOutcome]:
     """Collect every configured feed that is due; outcomes in config order."""
+    # A collect allocates a great many short-lived objects (requests, entries, rows) and few
+    # cycles: a cyclic GC pass every 700 allocations, the default, was 5% of the main process's
+    # CPU in a 1,000-feed collect. Rarer passes for as long as it runs.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], GC_GEN0_THRESHOLD), *thresholds[1:])
+    try:
+        return await _collect(settings, store, feed_rows, now, progress)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+async def _collect(
+    settings: Settings,
+    store: Store,
+    feed_rows: dict[str, FeedState],
+    now: datetime,
+    progress: Progress | None,
+) -> list[FeedOutcome]:
     options = settings.collect
     limit = asyncio.Semaphore(options.concurrency)
     due = [f for f in settings.feeds if _skip_reason(feed_rows[f.name], now) is None]

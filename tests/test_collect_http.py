@@ -424,3 +424,21 @@ def test_a_database_failure_while_saving_is_a_store_error_naming_it(
         StoreError, match=r"cannot save collected feeds to .*no such table: entries"
     ):
         c.collect(T0)
+
+
+def test_the_collect_collects_garbage_rarely_and_restores_the_thresholds_after(
+    feed_server: FeedServer, collector: Any
+) -> None:
+    import gc
+
+    from digest.collect import GC_GEN0_THRESHOLD
+
+    feed_server.scripted["/f.xml"] = [ok()]
+    c = collector([("lw", feed_server.url("/f.xml"))])
+    before = gc.get_threshold()
+    seen: list[int] = []
+    asyncio.run(
+        collect_step(c.settings, c.store, T0, progress=lambda _: seen.append(gc.get_threshold()[0]))
+    )
+    assert seen == [max(before[0], GC_GEN0_THRESHOLD)]
+    assert gc.get_threshold() == before
