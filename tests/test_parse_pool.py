@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from digest.collect import FeedOutcome
 from digest.errors import FeedError
 from digest.models import ParsedFeed
 from digest.parse import AUTHOR_MATCH_LIMIT, parse_feed
@@ -106,16 +107,39 @@ def test_a_worker_that_dies_fails_only_the_feed_that_killed_it() -> None:
         assert result == parse_feed(FEED, url, RSS), url
 
 
+def one_item_feed(item: str) -> bytes:
+    """An RSS feed with one post, linked at http://127.0.0.1/post; `item` is the rest of it."""
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>One post</title>'
+        "<link>http://127.0.0.1/</link><item><title>A post</title>"
+        f"<link>http://127.0.0.1/post</link>{item}</item></channel></rss>"
+    ).encode()
+
+
 def hostile_author_feed(length: int) -> bytes:
-    """An RSS feed whose one item has an author line that makes feedparser's e-mail search
+    """A feed whose one item has an author line that makes feedparser's e-mail search
     backtrack: quadratic in `length` (16 kB took about a second here)."""
     author = "a@" + "a." * (length // 2) + "!"
-    return (
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>Hostile</title>'
-        "<link>http://127.0.0.1/</link><item><title>A post</title>"
-        f"<link>http://127.0.0.1/post</link><author>{author}</author>"
-        "<description>&lt;p&gt;Text.&lt;/p&gt;</description></item></channel></rss>"
-    ).encode()
+    return one_item_feed(
+        f"<author>{author}</author><description>&lt;p&gt;Text.&lt;/p&gt;</description>"
+    )
+
+
+def collect_beside_five_feeds(
+    feed_server: FeedServer, tmp_path: Path, body: bytes, parse_timeout: float
+) -> dict[str, FeedOutcome]:
+    """Collect the feed `body` (named "odd") and five fixture feeds: enough feeds for worker
+    processes, as in a real collect. Outcomes by feed name."""
+    feed_server.routes["/odd.xml"] = body
+    feeds = [("odd", feed_server.url("/odd.xml"))]
+    for n in range(5):
+        feed_server.routes[f"/f{n}.xml"] = FEED
+        feeds.append((f"f{n}", feed_server.url(f"/f{n}.xml")))
+    c = Collector(tmp_path, feeds, collect=f"parse_timeout = {parse_timeout}\nprocesses = 2")
+    try:
+        return {o.name: o for o in c.collect(utc("2026-06-04T06:00:00"))}
+    finally:
+        c.store.close()
 
 
 def test_a_hostile_author_line_does_not_stall_the_parse(
@@ -123,18 +147,11 @@ def test_a_hostile_author_line_does_not_stall_the_parse(
 ) -> None:
     # 400 kB: unbounded, the e-mail search alone would take minutes (625 times the 16 kB
     # second). The deadline makes a regression fail in 30 s instead of stalling the run.
-    feed_server.routes["/hostile.xml"] = hostile_author_feed(400_000)
-    for n in range(5):  # enough feeds for worker processes, as in a real collect
-        feed_server.routes[f"/f{n}.xml"] = FEED
-    feeds = [("hostile", feed_server.url("/hostile.xml"))]
-    feeds += [(f"f{n}", feed_server.url(f"/f{n}.xml")) for n in range(5)]
-    c = Collector(tmp_path, feeds, collect="parse_timeout = 30\nprocesses = 2")
-    try:
-        outcomes = {o.name: o for o in c.collect(utc("2026-06-04T06:00:00"))}
-        assert {name: o.error for name, o in outcomes.items()} == dict.fromkeys(outcomes)
-        assert outcomes["hostile"].new == 1
-    finally:
-        c.store.close()
+    outcomes = collect_beside_five_feeds(
+        feed_server, tmp_path, hostile_author_feed(400_000), parse_timeout=30
+    )
+    assert {name: o.error for name, o in outcomes.items()} == dict.fromkeys(outcomes)
+    assert outcomes["odd"].new == 1
     with sqlite3.connect(tmp_path / "d.db") as db:
         (author,) = db.execute(
             "SELECT author FROM entries WHERE url = 'http://127.0.0.1/post'"
@@ -149,9 +166,7 @@ def test_an_author_line_is_cut_only_past_the_bound() -> None:
     long = parse_feed(hostile_author_feed(100_000), "http://127.0.0.1/h.xml", RSS)
     assert long.entries[0].author == ("a@" + "a." * AUTHOR_MATCH_LIMIT)[:AUTHOR_MATCH_LIMIT]
     # A real author line, address and all, is read as feedparser reads it.
-    feed = hostile_author_feed(10).replace(
-        b"<author>a@a.a.a.a.a.!</author>", b"<author>Jane Doe (jane@example.org)</author>"
-    )
+    feed = one_item_feed("<author>Jane Doe (jane@example.org)</author>")
     assert parse_feed(feed, "http://127.0.0.1/h.xml", RSS).entries[0].author == (
         "Jane Doe (jane@example.org)"
     )
@@ -164,22 +179,13 @@ def test_a_feed_whose_html_takes_minutes_to_sanitize_fails_alone_and_the_collect
     # here, so these 250,000 (2.75 MB, under the size cap) would take about two minutes. No
     # size cap short of refusing ordinary feeds prevents that; the parse deadline contains it.
     nested = "<div>" * 250_000 + "deep" + "</div>" * 250_000
-    feed_server.routes["/nested.xml"] = (
-        '<?xml version="1.0"?><rss version="2.0"><channel><title>Nested</title>'
-        "<link>http://127.0.0.1/</link><item><title>A post</title>"
-        f"<link>http://127.0.0.1/deep</link><description><![CDATA[{nested}]]></description>"
-        "</item></channel></rss>"
-    ).encode()
-    for n in range(5):
-        feed_server.routes[f"/f{n}.xml"] = FEED
-    feeds = [("nested", feed_server.url("/nested.xml"))]
-    feeds += [(f"f{n}", feed_server.url(f"/f{n}.xml")) for n in range(5)]
-    c = Collector(tmp_path, feeds, collect="parse_timeout = 5\nprocesses = 2")
-    try:
-        outcomes = {o.name: o for o in c.collect(utc("2026-06-04T06:00:00"))}
-    finally:
-        c.store.close()
-    nested_outcome = outcomes.pop("nested")
-    assert nested_outcome.kind == "parse-timeout"
-    assert "parsing did not finish within 5s and was abandoned" in (nested_outcome.problem() or "")
+    outcomes = collect_beside_five_feeds(
+        feed_server,
+        tmp_path,
+        one_item_feed(f"<description><![CDATA[{nested}]]></description>"),
+        parse_timeout=5,
+    )
+    odd = outcomes.pop("odd")
+    assert odd.kind == "parse-timeout"
+    assert "parsing did not finish within 5s and was abandoned" in (odd.problem() or "")
     assert all(o.error is None and o.new == 10 for o in outcomes.values()), outcomes
