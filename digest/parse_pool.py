@@ -18,7 +18,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Collection
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -44,7 +44,7 @@ class Parsers:
         self._slots = asyncio.Semaphore(2 * max(workers, 1))
         self._alone: ProcessPoolExecutor | None = None
         self._alone_turn = asyncio.Lock()
-        self._in_flight = 0
+        self._unfinished: set[Future[ParsedFeed]] = set()
 
     async def parse(
         self, data: bytes, url: str, content_type: str | None, known: Collection[str] | None
@@ -72,15 +72,15 @@ class Parsers:
                 ) from None
 
     async def _in_pool(self, pool: ProcessPoolExecutor, args: tuple[Any, ...]) -> ParsedFeed:
-        future = asyncio.get_running_loop().run_in_executor(pool, self._target, *args)
-        self._in_flight += 1
+        submitted = pool.submit(self._target, *args)
+        # Until the worker is done with it: a cancelled wait does not stop the worker.
+        self._unfinished.add(submitted)
+        submitted.add_done_callback(self._unfinished.discard)
         try:
-            return await asyncio.wait_for(future, self._deadline)
+            return await asyncio.wait_for(asyncio.wrap_future(submitted), self._deadline)
         except TimeoutError:
             self._replace(pool)
             raise self._too_slow() from None
-        finally:
-            self._in_flight -= 1
 
     async def _in_thread(self, args: tuple[Any, ...]) -> ParsedFeed:
         loop = asyncio.get_running_loop()
@@ -123,11 +123,14 @@ class Parsers:
         _kill(pool)
 
     def close(self) -> None:
+        # Parses still running when the collect ends were given up on (it was torn down, by
+        # an error or a signal): nothing waits for them, and one may never end.
+        stuck = any(not f.done() for f in list(self._unfinished))
         for pool in (self._pool, self._alone):
             if pool is None:
                 continue
-            if self._in_flight:
-                _kill(pool)  # torn down mid-collect: nothing is waiting for these parses
+            if stuck:
+                _kill(pool)
             else:
                 pool.shutdown(wait=True)
         self._pool = self._alone = None

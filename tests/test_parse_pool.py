@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,33 @@ def test_a_feed_whose_html_takes_minutes_to_sanitize_fails_alone_and_the_collect
     assert odd.kind == "parse-timeout"
     assert "parsing did not finish within 5s and was abandoned" in (odd.problem() or "")
     assert all(o.error is None and o.new == 10 for o in outcomes.values()), outcomes
+
+
+def test_closing_while_a_parse_is_stuck_stops_its_worker_instead_of_waiting(
+    released: None, tmp_path: Path
+) -> None:
+    # A collect torn down (an error elsewhere, a signal to the daemon) cancels its waits; the
+    # stuck parse goes on in its worker, and closing must not wait for it.
+    before = spawned_workers()
+    parsers = Parsers(2, 3600, target=worker_targets.hang_or_die)
+    started = tmp_path / "started"
+
+    async def cancelled_mid_parse() -> None:
+        url = f"http://127.0.0.1/hang.xml?started={started}"
+        waiting = asyncio.ensure_future(parsers.parse(FEED, url, RSS, None))
+        for _ in range(12_000):  # until a worker is in the parse (a hang guard: 120 s)
+            if started.exists():
+                break
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(cancelled_mid_parse())
+    closing = threading.Thread(target=parsers.close, daemon=True)
+    closing.start()
+    closing.join(120)  # a hang guard only: closing takes a moment
+    assert not closing.is_alive(), "close() waited for a parse that never ends"
+    left = [p for pid, p in spawned_workers().items() if pid not in before]
+    _, alive = psutil.wait_procs(left, timeout=60)
+    assert not alive

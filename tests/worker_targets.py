@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Collection, Sequence
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from digest.models import ParsedFeed
 from digest.parse import parse_feed
@@ -21,9 +23,12 @@ RELEASE = threading.Event()
 def hang_or_die(
     data: bytes, url: str, content_type: str | None = None, known: Collection[str] | None = None
 ) -> ParsedFeed:
-    """`parse_feed`, except for a URL naming "hang" (never returns) or "die" (the process
-    exits at once, as when killed for memory)."""
+    """`parse_feed`, except for a URL naming "hang" (never returns; with a query
+    ``started=<path>`` it first creates that file) or "die" (the process exits at once, as when
+    killed for memory)."""
     if "hang" in url:
+        for started in parse_qs(urlsplit(url).query).get("started", []):
+            Path(started).touch()
         RELEASE.wait()
         raise RuntimeError("released")
     if "die" in url:
