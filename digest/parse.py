@@ -109,6 +109,77 @@ def _bound_author_match() -> bool:
     return True
 
 
+# Elements feedparser always reads as HTML, as they open right before a CDATA section.
+_HTML_CDATA_OPENERS = (b"<description><![CDATA[", b"<content:encoded><![CDATA[")
+# The start tags of HTML elements whose text is raw (character references in it are not
+# decoded), lower-cased: searched in lower-cased text, faster than a case-blind search.
+_RAW_TEXT_START = re.compile(
+    rb"<(?:s(?:cript|tyle)|xmp|iframe|no(?:embed|frames|script)|plaintext)"
+)
+_XML_ENCODING = re.compile(rb"""\A\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\"';\s]+)", re.I)
+_UTF8 = ("utf-8", "utf8")
+
+
+def _declared_utf8(data: bytes, content_type: str | None) -> bool:
+    """Whether feedparser will read `data` as UTF-8 because everything says so: no BOM but
+    UTF-8's, an XML declaration naming UTF-8 or none, and a Content-Type with a UTF-8 charset
+    or (not text/*, for which RFC 3023 means US-ASCII) none."""
+    if data.startswith((b"\xfe\xff", b"\xff\xfe", b"\x00", b"\x4c\x6f\xa7\x94")):
+        return False
+    declared = _XML_ENCODING.match(data.removeprefix(b"\xef\xbb\xbf"), 0, 200)
+    if declared and declared.group(1).decode("ascii", "replace").lower() not in _UTF8:
+        return False
+    if content_type:
+        charset = _CHARSET.search(content_type)
+        if charset:
+            return charset.group(1).lower() in _UTF8
+        if content_type.strip().lower().startswith("text/"):
+            return False
+    return True
+
+
+def _html_cdata_as_ascii(data: bytes, content_type: str | None) -> bytes:
+    """The document with every non-ASCII character of the HTML in its RSS description and
+    content:encoded CDATA sections written as a character reference (U+2019 as `&#8217;`).
+
+    The same HTML, so the same entries once sanitized (the sanitizer decodes references); but
+    feedparser maps the text of every element through `str.translate`, which is fast for ASCII
+    text and costs tens of nanoseconds per character otherwise: for an ordinary English feed
+    (typographic quotes in its posts) a sixth of its parse. Only where it provably changes
+    nothing: a UTF-8 document (`_declared_utf8`), a CDATA section right inside one of those
+    elements (always HTML to feedparser; a title's CDATA is text, and keeps its characters),
+    and no raw-text HTML element (script, style, ...) in the section, where references are
+    not decoded."""
+    if data.isascii() or not _declared_utf8(data, content_type):
+        return data
+    pieces: list[bytes] = []
+    done = 0
+    at = data.find(b"<![CDATA[")
+    while at >= 0:
+        start = at + 9
+        end = data.find(b"]]>", start)
+        if end < 0:
+            break
+        section = data[start:end]
+        if (
+            not section.isascii()
+            and data.endswith(_HTML_CDATA_OPENERS, 0, start)
+            and not _RAW_TEXT_START.search(section.lower())
+        ):
+            try:
+                section = section.decode("utf-8").encode("ascii", "xmlcharrefreplace")
+            except UnicodeDecodeError:
+                return data  # not UTF-8 after all: feedparser decides how to read it
+            pieces += (data[done:start], section)
+            done = end
+        at = data.find(b"<![CDATA[", end + 3)
+    if not pieces:
+        return data
+    pieces.append(data[done:])
+    return b"".join(pieces)
+
+
 CP1252_TABLE_COMPLETED = _complete_cp1252_table()
 URI_JOINS_MEMOIZED = _memoize_uri_joins()
 AUTHOR_MATCH_BOUNDED = _bound_author_match()
@@ -294,7 +365,7 @@ def _parse(data: bytes, url: str, content_type: str | None) -> ParsedFeed:
     # feedparser's sanitizer and link resolution are half its parse time; nh3 does both
     # below, faster and stricter (no forms, no tracking attributes, http(s)/mailto links only).
     parsed = feedparser.parse(
-        io.BytesIO(data),
+        io.BytesIO(_html_cdata_as_ascii(data, content_type)),
         response_headers=headers,
         sanitize_html=False,
         resolve_relative_uris=False,
