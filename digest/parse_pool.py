@@ -24,8 +24,7 @@ from typing import Any
 
 from digest.errors import FeedError
 from digest.models import ParsedFeed
-from digest.parse import clean_line, parse_feed
-from digest.workers import spawn_pool
+from digest.workers import import_module, parse_feed, spawn_pool
 
 # `parse_feed`'s signature; tests give workers that hang or die.
 ParseTarget = Callable[..., ParsedFeed]
@@ -147,8 +146,8 @@ def _set_exception(done: asyncio.Future[ParsedFeed], error: Exception) -> None:
 
 
 def _spawn(workers: int) -> ProcessPoolExecutor:
-    # `clean_line` is in the parser's module: each worker imports it before the first feed.
-    return spawn_pool(workers, clean_line, "")
+    # Each worker imports the parser before the first feed arrives.
+    return spawn_pool(workers, import_module, "digest.parse")
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

@@ -5,11 +5,14 @@ in its memory."""
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
+
+from digest.models import ParsedFeed
 
 
 def spawn_pool(workers: int, warm_up: Callable[..., object], *args: object) -> ProcessPoolExecutor:
@@ -29,3 +32,18 @@ def spawn_pool(workers: int, warm_up: Callable[..., object], *args: object) -> P
     finally:
         sys.modules["__main__"] = main
     return pool
+
+
+def import_module(name: str) -> None:
+    """Import `name`: a warm-up for `spawn_pool` (it sends nothing back)."""
+    importlib.import_module(name)
+
+
+def parse_feed(
+    data: bytes, url: str, content_type: str | None = None, known: Collection[str] | None = None
+) -> ParsedFeed:
+    """`digest.parse.parse_feed`, its module imported on the first call: the process that hands
+    the parses to workers never loads feedparser itself."""
+    from digest.parse import parse_feed as parse
+
+    return parse(data, url, content_type, known)

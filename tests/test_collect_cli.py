@@ -123,3 +123,19 @@ def test_an_older_database_gains_the_new_feed_columns(tmp_path: Path) -> None:
         added = {"fetch_url", "gone_at", "next_fetch_at", "failing_since", "body_hash"}
         assert added | {"item_hashes"} <= columns
         assert db.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_collect_loads_neither_the_parser_nor_the_postgresql_dialect_itself() -> None:
+    # What `digest collect` imports is its start-up time, paid by every cron run: feedparser
+    # is imported by the parse workers (or, for a handful of feeds, on the first parse), the
+    # PostgreSQL dialect only for a PostgreSQL database.
+    import subprocess
+
+    probe = (
+        "import sys, digest.cli, digest.progress, digest.run;"
+        "print([m for m in ('feedparser', 'sqlalchemy.dialects.postgresql') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "[]"
