@@ -145,8 +145,14 @@ def _copy_content_params_quickly() -> bool:
     return True
 
 
-# Elements feedparser always reads as HTML, as they open right before a CDATA section.
-_HTML_CDATA_OPENERS = (b"<description><![CDATA[", b"<content:encoded><![CDATA[")
+# Elements feedparser always reads as HTML, as they open right before a CDATA section: RSS's
+# description and content:encoded, Atom's content and summary of type html.
+_HTML_CDATA_OPENERS = (
+    b"<description><![CDATA[",
+    b"<content:encoded><![CDATA[",
+    b'<content type="html"><![CDATA[',
+    b'<summary type="html"><![CDATA[',
+)
 # The start tags of HTML elements whose text is raw (character references in it are not
 # decoded), lower-cased: searched in lower-cased text, faster than a case-blind search.
 _RAW_TEXT_START = re.compile(
@@ -176,15 +182,16 @@ def _declared_utf8(data: bytes, content_type: str | None) -> bool:
 
 
 def _html_cdata_as_ascii(data: bytes, content_type: str | None) -> bytes:
-    """The document with every non-ASCII character of the HTML in its RSS description and
-    content:encoded CDATA sections written as a character reference (U+2019 as `&#8217;`).
+    """The document with every non-ASCII character of the HTML in its CDATA sections (those of
+    RSS description and content:encoded, Atom html content and summary) written as a character
+    reference (U+2019 as `&#8217;`).
 
     The same HTML, so the same entries once sanitized (the sanitizer decodes references); but
     feedparser maps the text of every element through `str.translate`, which is fast for ASCII
     text and costs tens of nanoseconds per character otherwise: for an ordinary English feed
     (typographic quotes in its posts) a sixth of its parse. Only where it provably changes
     nothing: a UTF-8 document (`_declared_utf8`), a CDATA section right inside one of those
-    elements (always HTML to feedparser; a title's CDATA is text, and keeps its characters),
+    elements (HTML to feedparser; a title's CDATA is text, and keeps its characters),
     and no raw-text HTML element (script, style, ...) in the section, where references are
     not decoded."""
     if data.isascii() or not _declared_utf8(data, content_type):

@@ -237,6 +237,9 @@ def test_parsing_with_the_shortcuts_gives_what_feedparser_as_shipped_gives(
 ACCENTED = "Caf\u00e9 \u201cquoted\u201d \u2014 it\u2019s\u00a0na\u00efve \x85 \U0001f600"
 
 
+OPENERS = ("<description>", "<content:encoded>", '<content type="html">', '<summary type="html">')
+
+
 def corpus_html(tmp_path: Path) -> list[str]:
     """The HTML of every entry of feedparser's corpus (hostile markup from its sanitizer tests
     included), as feedparser reads it with its sanitizer off."""
@@ -258,7 +261,14 @@ def corpus_html(tmp_path: Path) -> list[str]:
 
 
 def rss_with_cdata(html: str, opener: str) -> bytes:
-    element = opener.strip("<>")
+    element = opener.strip("<>").split()[0]
+    if " " in opener:  # Atom's <content type="html">, <summary type="html">
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+            f"<title>T</title><id>urn:f</id><entry><title><![CDATA[{ACCENTED}]]></title>"
+            f'<id>urn:e</id><link href="http://127.0.0.1/p"/>{opener}<![CDATA[{html}]]>'
+            f"</{element}></entry></feed>"
+        ).encode()
     return (
         '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"'
         ' xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>T</title>'
@@ -270,9 +280,9 @@ def rss_with_cdata(html: str, opener: str) -> bytes:
 
 def test_html_cdata_handed_over_as_ascii_parses_as_the_original(tmp_path: Path) -> None:
     # Every corpus entry's HTML, with non-ASCII text around it, and again with every "e" made
-    # an "é" (in text, tag and attribute names, entity names, URLs alike), in the CDATA of a
-    # description and of a content:encoded: parsed with the shortcut, the entries are exactly
-    # those parsed from the document as it came.
+    # an "é" (in text, tag and attribute names, entity names, URLs alike), in the CDATA of an
+    # RSS description and content:encoded, an Atom html content and summary: parsed with the
+    # shortcut, the entries are exactly those parsed from the document as it came.
     import digest.parse
 
     snippets = corpus_html(tmp_path)
@@ -281,7 +291,7 @@ def test_html_cdata_handed_over_as_ascii_parses_as_the_original(tmp_path: Path) 
         rss_with_cdata(html, opener)
         for snippet in snippets
         for html in (f"{ACCENTED} {snippet} {ACCENTED}", snippet.replace("e", "\u00e9"))
-        for opener in ("<description>", "<content:encoded>")
+        for opener in OPENERS
     ]
     rewritten = 0
     for data in documents:
