@@ -164,7 +164,7 @@ _UTF8 = ("utf-8", "utf8")
 
 
 def _declared_utf8(data: bytes, content_type: str | None) -> bool:
-    """Whether feedparser will read `data` as UTF-8 because everything says so: no BOM but
+    """Whether feedparser reads `data` as UTF-8 because everything says so: no BOM but
     UTF-8's, an XML declaration naming UTF-8 or none, and a Content-Type with a UTF-8 charset
     or (not text/*, for which RFC 3023 means US-ASCII) none."""
     if data.startswith((b"\xfe\xff", b"\xff\xfe", b"\x00", b"\x4c\x6f\xa7\x94")):
