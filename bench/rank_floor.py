@@ -5,17 +5,17 @@ Run from the repository root: ``PYTHONPATH=. python bench/rank_floor.py [--repea
 
 `bench/rank.py` times `digest.rank.rank` on its 500-post digest cold (the first call in a fresh
 process), with the posts uncached (every word already analysed by this process) and warm (every
-post's features cached). This script breaks a cold call down. In each of N fresh processes it
-builds that digest (not timed), then times, one after the other:
+post's features cached). This script breaks a cold call down. N times, it starts two fresh
+processes; each builds that digest (not timed). The first times
 
 1. a cold `rank()`: the first call in the process, every cache empty;
 
-then, in another fresh process, the per-post steps of the same call one at a time, as
-`rank._analyse` runs them:
+the second times the per-post steps of the same call one at a time, as `rank._analyse` runs
+them, and then two `rank()` calls:
 
 2. reading each post's HTML opening (`textindex.opening_span`);
 3. tokenizing and stemming the openings, every word and chunk new to the process
-   (`textindex.term_seq`);
+   (`textindex.term_seq`), and the stemmer alone on the new words it found (`textindex._stem`);
 4. the same for freshly split openings, every chunk known (what tokenizing costs once words
    and chunks are cached);
 5. the alternative of one regular expression over each lower-cased opening, words known
@@ -43,13 +43,14 @@ from itertools import chain
 from bench.rank import FIXTURES, load_posts, timing_inputs
 from digest import rank as rank_mod
 from digest.dedup import Record
-from digest.textindex import _TERM_OF, _TOKEN, opening_span, term_seq
+from digest.textindex import _TERM_OF, _TOKEN, STOPWORDS, _stem, opening_span, term_seq
 
 CHILD_FLAG = "--one-process"
 STEPS = (
     ("cold", "rank(), cold (first call in a fresh process)"),
     ("html", "reading the HTML openings"),
     ("tokens_new", "tokenizing + stemming, words new"),
+    ("stems", "  of which the stemming of those new words"),
     ("tokens_known", "tokenizing, chunks and words known"),
     ("regex_known", "the same with one re.findall per opening"),
     ("records", "de-duplication records"),
@@ -103,6 +104,12 @@ def one_process(what: str) -> None:
         clock.start()
         bodies = [term_seq(o) for o in openings]
         clock.stop("tokens_new")
+        # The stemmer alone on the same words (copies, so that no hash is cached yet).
+        new_words = [(" " + w)[1:] for w in _TERM_OF if w not in STOPWORDS]
+        clock.start()
+        for word in new_words:
+            _stem(word)
+        clock.stop("stems")
         again = [opening_span(c)[0] for c in contents]  # new chunk strings, not yet hashed
         clock.start()
         known = [term_seq(o) for o in again]
