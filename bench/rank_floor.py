@@ -19,7 +19,7 @@ them, and then two `rank()` calls:
 4. the same for freshly split openings, every chunk known (what tokenizing costs once words
    and chunks are cached);
 5. the alternative of one regular expression over each lower-cased opening, words known
-   (`re.findall` with textindex's token pattern, then the per-word term lookup);
+   (`textindex.words` on the joined opening, then the per-word term lookup);
 6. the de-duplication records (`dedup.Record`: URL key, title analyses, shingles, sketch);
 7. `rank()` with every word known and no post's features cached: the cold call as it would be
    with a tokenizer and stemmer that cost nothing on first sight;
@@ -43,7 +43,7 @@ from itertools import chain
 from bench.rank import FIXTURES, load_posts, timing_inputs
 from digest import rank as rank_mod
 from digest.dedup import Record
-from digest.textindex import _TERM_OF, _TOKEN, STOPWORDS, _stem, opening_span, term_seq
+from digest.textindex import _TERM_OF, STOPWORDS, _stem, opening_span, term_seq, words
 
 CHILD_FLAG = "--one-process"
 STEPS = (
@@ -74,15 +74,9 @@ class _Clock:
 
 
 def _regex_terms(openings: list[list[str]]) -> list[list[str]]:
-    """Terms of each opening through one regular expression over its lower-cased text."""
-    out = []
-    for chunks in openings:
-        text = " ".join(chunks).lower()
-        toks = _TOKEN.findall(text)
-        if "-" in text:
-            toks = " ".join(toks).replace("-", "").split()
-        out.append(list(chain.from_iterable(map(_TERM_OF.__getitem__, toks))))
-    return out
+    """Terms of each opening through one regular expression over its whole text (`words`)."""
+    get = _TERM_OF.__getitem__
+    return [list(chain.from_iterable(map(get, words(" ".join(chunks))))) for chunks in openings]
 
 
 def one_process(what: str) -> None:
